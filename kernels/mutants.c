@@ -1,0 +1,24 @@
+#include "mutants.h"
+
+int gs_active_mutant = GS_MUT_NONE;
+
+static const struct { const char *name, *what; } mutants[GS_MUT_COUNT] = {
+  [GS_MUT_NONE] = {"none", "the kernels as written"},
+  [GS_MUT_GRAD_SIGN] = {"grad_sign", "gradient sign flipped"},
+  [GS_MUT_SOFTCAP_CHAIN] = {"softcap_chain", "softcap chain-rule term dropped in backward"},
+  [GS_MUT_SMOOTH_V_MINUS_1] = {"smooth_v_minus_1", "label smoothing divided by V-1"},
+  [GS_MUT_IGNORED_GRAD] = {"ignored_grad", "ignored rows' gradient not zeroed"},
+  [GS_MUT_MEAN_BY_N] = {"mean_by_n", "mean divided by N instead of the weight sum"},
+  [GS_MUT_ZLOSS_FACTOR] = {"zloss_factor", "z-loss gradient missing its factor 2"},
+  [GS_MUT_LSE_NO_MAX] = {"lse_no_max", "lse computed without subtracting the max"},
+  [GS_MUT_TARGET_OFF_BY_ONE] = {"target_off_by_one", "target index off by one"},
+  [GS_MUT_WEIGHT_BACKWARD] = {"weight_backward", "class weight ignored in backward"},
+  [GS_MUT_SCALE_BACKWARD] = {"scale_backward", "logit_scale not applied in backward"},
+  [GS_MUT_LOG_PROBS_SIGN] = {"log_probs_sign", "log_probs returns +CE"},
+  [GS_MUT_ENTROPY_SIGN] = {"entropy_sign", "entropy with the wrong sign"},
+};
+
+void gs_mutant_set(int id) { gs_active_mutant = (id > 0 && id < GS_MUT_COUNT) ? id : GS_MUT_NONE; }
+int gs_mutant_get(void) { return gs_active_mutant; }
+const char *gs_mutant_name(int id) { return (id >= 0 && id < GS_MUT_COUNT) ? mutants[id].name : 0; }
+const char *gs_mutant_describe(int id) { return (id >= 0 && id < GS_MUT_COUNT) ? mutants[id].what : 0; }

@@ -1,0 +1,41 @@
+/* Deliberately broken kernel variants for `gradspec mutate`. A mutant is
+ * compiled into the ordinary kernels behind GS_MUTANT(id) and switched on at
+ * run time; with none selected (the default) every check is false. Building
+ * with -DGRADSPEC_MUTANTS=OFF compiles them away entirely. */
+#ifndef GS_MUTANTS_H
+#define GS_MUTANTS_H
+
+#include "gs_types.h"
+
+typedef enum {
+  GS_MUT_NONE = 0,
+  GS_MUT_GRAD_SIGN = 1,          /* every gradient negated */
+  GS_MUT_SOFTCAP_CHAIN = 2,      /* backward drops (1 - (z/c)^2) */
+  GS_MUT_SMOOTH_V_MINUS_1 = 3,   /* smoothing uses eps/(V-1), not eps/V */
+  GS_MUT_IGNORED_GRAD = 4,       /* ignored rows get a softmax gradient */
+  GS_MUT_MEAN_BY_N = 5,          /* mean divides by N, not D */
+  GS_MUT_ZLOSS_FACTOR = 6,       /* z-loss gradient lam*lse*p, missing the 2 */
+  GS_MUT_LSE_NO_MAX = 7,         /* lse = log sum exp(z) with no max shift */
+  GS_MUT_TARGET_OFF_BY_ONE = 8,  /* reads class (t + 1) mod V */
+  GS_MUT_WEIGHT_BACKWARD = 9,    /* class weights ignored in backward */
+  GS_MUT_SCALE_BACKWARD = 10,    /* logit_scale missing from backward */
+  GS_MUT_LOG_PROBS_SIGN = 11,    /* log_probs returns +CE */
+  GS_MUT_ENTROPY_SIGN = 12,      /* entropy negated */
+  GS_MUT_COUNT = 13
+} gs_mutant_id;
+
+void gs_mutant_set(int id);
+int gs_mutant_get(void);
+const char *gs_mutant_name(int id);
+const char *gs_mutant_describe(int id);
+
+#ifndef GS_FFI
+#ifdef GS_WITH_MUTANTS
+extern int gs_active_mutant;
+#define GS_MUTANT(id) (gs_active_mutant == (id))
+#else
+#define GS_MUTANT(id) 0
+#endif
+#endif
+
+#endif
