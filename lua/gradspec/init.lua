@@ -1,0 +1,31 @@
+-- The workbench as one table, `gs`: tensors, the loss ops, assertions.
+local T = require("gradspec.tensor_math")
+local ops = require("gradspec.ops")
+local gffi = require("gradspec.ffi")
+
+local gs = {}
+
+for _, name in ipairs({ "tensor", "empty", "zeros", "ones", "full", "arange", "randn", "rand",
+  "randint", "one_hot", "is_tensor", "set_seed", "get_seed" }) do
+  gs[name] = T[name]
+end
+
+for _, name in ipairs({ "cross_entropy", "cross_entropy_backward", "log_probs", "log_probs_backward",
+  "entropy", "entropy_backward", "available_backends", "cuda_unavailable_reason" }) do
+  gs[name] = ops[name]
+end
+gs.options = ops.options
+
+gs.assert = setmetatable(require("gradspec.assert"), {
+  -- assert(cond, msg) still works as Lua's own, and counts as an assertion.
+  __call = function(self, cond, msg, ...)
+    self.is_true(not not cond, msg or "assertion failed!")
+    return cond, msg, ...
+  end,
+})
+
+gs.version = gffi.ffi.string(gffi.C.gs_version())
+gs.now = function() return gffi.C.gs_now() end
+gs.cuda_available = function() return ops.cuda_unavailable_reason() == nil end
+
+return gs

@@ -1,0 +1,144 @@
+-- The spec DSL, busted-shaped: loading a spec file builds a tree of
+-- describe/it nodes; nothing runs until the runner walks it.
+local M = {}
+
+-- Raised by skip_if inside a running `it`.
+M.SKIP = setmetatable({}, { __tostring = function() return "skip" end })
+
+-- "#tag" words in a name are tags too, as in busted.
+local function tags_of(name, opts)
+  local tags = {}
+  for tag in name:gmatch("#([%w_%-]+)") do tags[tag] = true end
+  if type(opts) == "table" and opts.tags then
+    local list = opts.tags
+    if type(list) == "string" then list = { list } end
+    for _, tag in ipairs(list) do tags[tag] = true end
+  end
+  return tags
+end
+
+local function new_node(kind, name, opts, fn, parent, line)
+  return {
+    kind = kind, name = name, tags = tags_of(name, opts), fn = fn, parent = parent,
+    children = {}, before = {}, after = {}, line = line, file = parent and parent.file,
+  }
+end
+
+-- describe(name, [opts], fn) and it(name, [opts], fn): opts may be omitted.
+local function split_args(what, name, opts, fn)
+  if type(opts) == "function" and fn == nil then opts, fn = nil, opts end
+  if type(name) ~= "string" then error(what .. ": the name must be a string, got " .. type(name), 3) end
+  if what ~= "pending" and type(fn) ~= "function" then
+    error(what .. " '" .. name .. "': the body must be a function", 3)
+  end
+  return name, opts, fn
+end
+
+local function caller_line()
+  local info = debug.getinfo(3, "l")
+  return info and info.currentline or 0
+end
+
+-- Loads one spec file and returns its root node. Errors while loading
+-- (syntax, a failing top-level statement) come back as root.load_error.
+function M.collect(path, env_base)
+  local root = new_node("file", path, nil, nil, nil, 0)
+  root.file = path
+  local stack = { root }
+  local running = false
+  local function top() return stack[#stack] end
+
+  local dsl = {}
+  function dsl.describe(name, opts, fn)
+    if running then error("describe: cannot be called inside an it", 2) end
+    name, opts, fn = split_args("describe", name, opts, fn)
+    local node = new_node("describe", name, opts, fn, top(), caller_line())
+    table.insert(top().children, node)
+    stack[#stack + 1] = node
+    local ok, err = pcall(fn)
+    stack[#stack] = nil
+    if not ok then error(err, 0) end
+  end
+  function dsl.it(name, opts, fn)
+    if running then error("it: cannot be nested inside another it", 2) end
+    name, opts, fn = split_args("it", name, opts, fn)
+    table.insert(top().children, new_node("it", name, opts, fn, top(), caller_line()))
+  end
+  function dsl.pending(name, opts)
+    name = split_args("pending", name, opts, nil)
+    table.insert(top().children, new_node("pending", name, opts, nil, top(), caller_line()))
+  end
+  function dsl.before_each(fn) table.insert(top().before, fn) end
+  function dsl.after_each(fn) table.insert(top().after, fn) end
+  -- Inside a describe: skips every it of that block. Inside an it: skips it.
+  function dsl.skip_if(cond, reason)
+    reason = reason or "skipped"
+    if not cond then return end
+    if running then error({ [M.SKIP] = true, reason = reason }, 0) end
+    top().skip_reason = top().skip_reason or reason
+  end
+
+  local env = setmetatable({}, { __index = function(_, k)
+    local v = dsl[k]
+    if v ~= nil then return v end
+    return env_base[k]
+  end })
+
+  root.set_running = function(v) running = v end
+  local chunk, err = loadfile(path)
+  if not chunk then
+    root.load_error = err
+    return root
+  end
+  setfenv(chunk, env)
+  local ok, lerr = xpcall(chunk, function(e) return debug.traceback(tostring(e), 2) end)
+  if not ok then root.load_error = lerr end
+  return root
+end
+
+-- The it nodes in order, each with its full name, tags and skip reason
+-- inherited from the enclosing describes.
+function M.flatten(root)
+  local out = {}
+  local function walk(node, names, tags, skip)
+    for _, child in ipairs(node.children) do
+      local child_names = { unpack(names) }
+      child_names[#child_names + 1] = child.name
+      local child_tags = {}
+      for t in pairs(tags) do child_tags[t] = true end
+      for t in pairs(child.tags) do child_tags[t] = true end
+      local child_skip = skip or child.skip_reason
+      if child.kind == "describe" then
+        walk(child, child_names, child_tags, child_skip)
+      else
+        out[#out + 1] = {
+          node = child, full_name = table.concat(child_names, " "), tags = child_tags,
+          skip_reason = child_skip, line = child.line, file = root.file,
+        }
+      end
+    end
+  end
+  walk(root, {}, {}, nil)
+  return out
+end
+
+-- Hooks to run around one it: before_each outermost first, after_each
+-- innermost first.
+function M.hooks(node)
+  local chain = {}
+  local p = node.parent
+  while p do
+    table.insert(chain, 1, p)
+    p = p.parent
+  end
+  local before, after = {}, {}
+  for _, d in ipairs(chain) do
+    for _, f in ipairs(d.before) do before[#before + 1] = f end
+  end
+  for i = #chain, 1, -1 do
+    for _, f in ipairs(chain[i].after) do after[#after + 1] = f end
+  end
+  return before, after
+end
+
+return M

@@ -1,0 +1,56 @@
+-- Which op outputs a spec has asserted. Ops register what they return while
+-- an `it` is running; assertions mark what they read (and everything it was
+-- computed from). Reading a value any other way (printing, :get, :item) does
+-- not count: only an assertion can mark a tensor.
+local M = {}
+
+local current = nil -- list of records for the running `it`, or nil
+
+function M.begin()
+  current = {}
+end
+
+-- Ends collection and returns the records of the finished `it`.
+function M.finish()
+  local records = current or {}
+  current = nil
+  return records
+end
+
+-- Where the spec called the op: the first stack frame outside lua/gradspec/.
+local function caller()
+  for level = 3, 30 do
+    local info = debug.getinfo(level, "Sl")
+    if not info then break end
+    local src = info.short_src or ""
+    if info.currentline and info.currentline > 0 and not src:find("gradspec/[%w_]+%.lua$") then
+      return src .. ":" .. info.currentline
+    end
+  end
+  return "?"
+end
+
+-- kind: "gradient" for gradients (must be asserted), anything else warns.
+function M.record(t, op, what, kind)
+  if not current then return t end
+  local rec = { op = op, what = what, kind = kind, where = caller(), asserted = false }
+  t._track = rec
+  current[#current + 1] = rec
+  return t
+end
+
+-- Marks t and everything it was derived from as asserted.
+function M.mark(t, seen)
+  if type(t) ~= "table" then return end
+  seen = seen or {}
+  if seen[t] then return end
+  seen[t] = true
+  if t._track then t._track.asserted = true end
+  if t._sources then
+    for _, s in pairs(t._sources) do M.mark(s, seen) end
+  end
+end
+
+function M.active() return current ~= nil end
+
+return M

@@ -1,0 +1,58 @@
+/* Runs a child process with a time limit and reports how it ended, so the
+ * runner can isolate each spec file: a crash or a hang fails that file only. */
+#define _GNU_SOURCE
+#include <limits.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "gs_api.h"
+
+const char *gs_self_exe(void) {
+  static char path[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1);
+  if (n <= 0) return "";
+  path[n] = 0;
+  return path;
+}
+
+int gs_spawn_wait(const char *const *argv, double timeout_s, int *term_signal, int *timed_out) {
+  *term_signal = 0;
+  *timed_out = 0;
+  pid_t pid = fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    setpgid(0, 0); /* its own group, so a timeout kills everything it started */
+    execv(argv[0], (char *const *)argv);
+    _exit(127);
+  }
+  setpgid(pid, pid);
+  double start = gs_now();
+  int status = 0;
+  for (;;) {
+    pid_t r = waitpid(pid, &status, WNOHANG);
+    if (r == pid) break;
+    if (r < 0) return -1;
+    if (timeout_s > 0 && gs_now() - start > timeout_s) {
+      *timed_out = 1;
+      kill(-pid, SIGKILL);
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      break;
+    }
+    struct timespec ts = {0, 500000}; /* 0.5 ms: negligible next to a spec file */
+    nanosleep(&ts, NULL);
+  }
+  if (WIFSIGNALED(status)) {
+    *term_signal = WTERMSIG(status);
+    return -1;
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+const char *gs_signal_name(int sig) {
+  const char *abbrev = sigabbrev_np(sig);
+  return abbrev ? abbrev : "UNKNOWN";
+}

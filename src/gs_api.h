@@ -1,0 +1,44 @@
+/* The FFI boundary: every C declaration that Lua sees, and nothing else.
+ * CMake preprocesses this file with -DGS_FFI and embeds the result in the
+ * binary; lua/gradspec/ffi.lua cdefs exactly that text. */
+#ifndef GS_API_H
+#define GS_API_H
+
+#include "gs_types.h"
+#include "cross_entropy.h"
+#include "gs_device.h"
+#include "mutants.h"
+
+/* Host buffers: 64-byte aligned, zero-filled; NULL when out of memory. */
+void *gs_alloc(size_t bytes);
+void gs_free(void *ptr);
+size_t gs_dtype_size(gs_dtype d);
+size_t gs_host_bytes_in_use(void);
+
+/* Element access with dtype conversion (bf16/f16 round to nearest even). */
+double gs_load(const void *base, gs_dtype d, int64_t i);
+void gs_store(void *base, gs_dtype d, int64_t i, double x);
+
+/* Copies a rows x cols block between row-strided host buffers, converting. */
+void gs_convert(void *dst, gs_dtype dst_dtype, int64_t dst_stride, const void *src,
+                gs_dtype src_dtype, int64_t src_stride, int64_t rows, int64_t cols);
+
+/* Counter-based random numbers: element k (row-major, 0-based, ignoring the
+ * stride) of a stream depends only on (seed, k), so the same seed gives the
+ * same values on every machine and device. dist: 0 uniform [a, b),
+ * 1 normal (mean a, std b), 2 integers in [a, b). */
+void gs_fill_random(void *dst, gs_dtype d, int64_t rows, int64_t cols, int64_t stride, int dist,
+                    uint64_t seed, double a, double b);
+
+const char *gs_version(void);
+double gs_now(void);             /* monotonic seconds */
+int gs_isatty(int fd);
+int gs_cpu_count(void);
+
+/* Child processes for crash isolation (src/child.c). gs_spawn_wait returns
+ * the exit code, or -1 with *term_signal set (or *timed_out after a kill). */
+const char *gs_self_exe(void);
+int gs_spawn_wait(const char *const *argv, double timeout_s, int *term_signal, int *timed_out);
+const char *gs_signal_name(int sig);
+
+#endif
