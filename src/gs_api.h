@@ -33,7 +33,7 @@ void gs_fill_random(void *dst, gs_dtype d, int64_t rows, int64_t cols, int64_t s
 const char *gs_version(void);
 double gs_now(void);             /* monotonic seconds */
 int gs_isatty(int fd);
-int gs_cpu_count(void);
+int gs_cpu_count(void);        /* kernels/cpu/parallel.c */
 
 /* Child processes for crash isolation (src/child.c). gs_spawn_wait returns
  * the exit code, or -1 with *term_signal set (or *timed_out after a kill). */

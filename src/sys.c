@@ -13,8 +13,3 @@ double gs_now(void) {
 }
 
 int gs_isatty(int fd) { return isatty(fd); }
-
-int gs_cpu_count(void) {
-  long n = sysconf(_SC_NPROCESSORS_ONLN);
-  return n > 0 ? (int)n : 1;
-}

@@ -25,6 +25,12 @@ local function fmt(x)
   return string.format("%.9g", x)
 end
 
+-- Enough digits to tell x from y when the short form would print them alike.
+local function fmt_pair(x, y)
+  if fmt(x) == fmt(y) and x ~= y and type(x) == "number" then return string.format("%.17g", x) end
+  return fmt(x)
+end
+
 local function as_tensor(x, what)
   if T.is_tensor(x) then return x end
   if type(x) == "number" then return T.tensor(x, { dtype = "f64" }) end
@@ -69,7 +75,8 @@ function A.close(actual, expected, opts)
   local e = as_tensor(expected, "assert.close: expected")
   track.mark(actual)
   track.mark(expected)
-  local scalar_e = e:numel() == 1 and a:numel() ~= 1
+  -- A number or 0-D expected is compared with every element.
+  local scalar_e = e:numel() == 1 and (e:dim() == 0 or a:numel() ~= 1)
   if not scalar_e and (a.rows ~= e.rows or a.cols ~= e.cols or a:dim() ~= e:dim()) then
     fail(string.format("assert.close: shape mismatch: actual %s vs expected %s", T.shape_string(a), T.shape_string(e)))
   end
@@ -92,6 +99,8 @@ function A.close(actual, expected, opts)
       if x ~= x and y ~= y then nan_both = nan_both + 1 end
     elseif x == y then
       ok = true -- covers equal infinities
+    elseif x == math.huge or x == -math.huge or y == math.huge or y == -math.huge then
+      ok = false -- rtol * |inf| would otherwise accept any value
     else
       local d = math.abs(x - y)
       ok = d <= atol + rtol * math.abs(y)
@@ -112,7 +121,7 @@ function A.close(actual, expected, opts)
     string.format("assert.close: %d of %d elements mismatch (rtol=%g, atol=%g; actual %s, expected %s)",
       bad, n, rtol, atol, a.dtype, e.dtype),
     string.format("  worst at %s: actual %s vs expected %s (abs err %s, rel err %s)",
-      index_string(a, worst_k), fmt(wx), fmt(wy), fmt(worst_abs), fmt(worst_rel)),
+      index_string(a, worst_k), fmt_pair(wx, wy), fmt_pair(wy, wx), fmt(worst_abs), fmt(worst_rel)),
   }
   if nan_a + nan_e > 0 then
     lines[#lines + 1] = string.format("  NaN: %d in actual, %d in expected, %d at the same index (%s)",

@@ -71,7 +71,9 @@ local function filtered_traceback(msg)
   local tb = debug.traceback("", 3)
   local keep = {}
   for line in tb:gmatch("[^\n]+") do
-    if not line:find("gradspec/runner%.lua") and not line:find("%[C%]: in function 'xpcall'")
+    if not line:find("gradspec/runner%.lua") and not line:find("gradspec/cli%.lua")
+      and not line:find("gradspec/assert%.lua") and not line:find("%[C%]: in function 'xpcall'")
+      and not line:find("%[C%]: in function 'error'")
       and not line:find("^stack traceback:") and line:match("%S") then
       keep[#keep + 1] = line
     end
@@ -81,7 +83,8 @@ end
 
 local function handler(e)
   if type(e) == "table" and e[spec.SKIP] then return e end
-  return filtered_traceback(e)
+  local text = filtered_traceback(e) -- not a tail call: that would drop a frame
+  return text
 end
 
 local function unasserted(records, strict)

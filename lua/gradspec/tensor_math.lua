@@ -88,8 +88,9 @@ function Tensor:map(fn)
   return out
 end
 
+-- fn gets the value alone: math.log(x, row) would take row as its base.
 local function unary(name, fn)
-  Tensor[name] = function(a) return a:map(fn) end
+  Tensor[name] = function(a) return a:map(function(x) return fn(x) end) end
 end
 unary("abs", math.abs)
 unary("neg", function(x) return -x end)
@@ -158,10 +159,12 @@ local function row_softmax(a, log)
     end
     local s = 0
     for c = 0, cols - 1 do s = s + math.exp(pa[base + c] - m) end
-    local lse = m + math.log(s)
+    -- (x - m) - log(s), not x - (m + log(s)): m + log(s) rounds away the
+    -- low bits of log(s) when |m| is large.
+    local logs = math.log(s)
     for c = 0, cols - 1 do
-      local lp = pa[base + c] - lse
-      po[base + c] = log and lp or math.exp(lp)
+      local shifted = pa[base + c] - m
+      po[base + c] = log and (shifted - logs) or (math.exp(shifted) / s)
     end
   end
   return out
