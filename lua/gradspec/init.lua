@@ -15,6 +15,7 @@ for _, name in ipairs({ "cross_entropy", "cross_entropy_backward", "log_probs", 
   gs[name] = ops[name]
 end
 gs.options = ops.options
+gs.gradcheck = require("gradspec.gradcheck").gradcheck
 
 gs.assert = setmetatable(require("gradspec.assert"), {
   -- assert(cond, msg) still works as Lua's own, and counts as an assertion.
@@ -23,6 +24,8 @@ gs.assert = setmetatable(require("gradspec.assert"), {
     return cond, msg, ...
   end,
 })
+
+gs.assert.backends_agree = require("gradspec.agree").backends_agree
 
 gs.version = gffi.ffi.string(gffi.C.gs_version())
 gs.now = function() return gffi.C.gs_now() end

@@ -209,9 +209,9 @@ function M.cross_entropy(logits, target, opts)
   local op = "cross_entropy"
   opts = check_opts(op, opts, 2)
   local a, keep, backend, device = prepare(op, logits, target, opts, 2)
-  local loss = a.reduction == 0 and per_row_out(a.n, backend, device)
+  local loss = a.reduction == 0 and per_row_out(logits.rows, backend, device)
     or T.empty({}, { dtype = real_dtype[backend], device = device })
-  local lse, zl = per_row_out(a.n, backend, device), per_row_out(a.n, backend, device)
+  local lse, zl = per_row_out(logits.rows, backend, device), per_row_out(logits.rows, backend, device)
   a.loss, a.lse, a.z_loss = loss:data(), lse:data(), zl:data()
   local aux = { lse = lse, z_loss = zl, backend = backend }
   if opts.grad then
@@ -222,8 +222,8 @@ function M.cross_entropy(logits, target, opts)
   end
   call(op, "gs_ce_forward", backend, a, 2)
   track.record(loss, op, "loss", "value")
-  track.record(lse, op, "lse", "value")
-  track.record(zl, op, "z_loss", "value")
+  track.record(lse, op, "lse", "aux")
+  track.record(zl, op, "z_loss", "aux")
   if aux.grad then track.record(aux.grad, op, "gradient", "gradient") end
   return loss, aux
 end
@@ -246,7 +246,7 @@ end
 local function per_row(op, fn_name, logits, target, opts)
   opts = check_opts(op, opts, 3)
   local a, keep, backend, device = prepare(op, logits, target, opts, 3)
-  local out = per_row_out(a.n, backend, device)
+  local out = per_row_out(logits.rows, backend, device)
   a.loss = out:data()
   call(op, fn_name, backend, a, 3)
   return track.record(out, op, "result", "value")

@@ -200,6 +200,12 @@ function Tensor:row(i)
   return derived(wrap(self.storage, { self.cols }, self._dt, self.offset + i * self.stride, self.cols), self)
 end
 
+-- One element as a 0-D view (asserting on it asserts on this tensor).
+function Tensor:at(i, j)
+  local k = locate(self, i, j, 2)
+  return derived(wrap(self.storage, {}, self._dt, self.offset + k, 1), self)
+end
+
 -- Rows [first, first + count) as a 2-D view.
 function Tensor:rows_view(first, count)
   if #self._shape ~= 2 then fail(2, "rows_view: needs a 2-D tensor") end

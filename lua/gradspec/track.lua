@@ -30,12 +30,21 @@ local function caller()
   return "?"
 end
 
--- kind: "gradient" for gradients (must be asserted), anything else warns.
+-- kind: "gradient" (must be asserted), "value" (a primary result: warns
+-- when unasserted) or "aux" (a side output: checked only when strict).
 function M.record(t, op, what, kind)
   if not current then return t end
-  local rec = { op = op, what = what, kind = kind, where = caller(), asserted = false }
+  local where = caller()
+  -- One record per call site: a loop that calls an op 100 times is one report.
+  local key = op .. "\0" .. what .. "\0" .. where
+  local rec = current[key]
+  if not rec then
+    rec = { op = op, what = what, kind = kind, where = where, asserted = false, tensors = setmetatable({}, { __mode = "k" }) }
+    current[key] = rec
+    current[#current + 1] = rec
+  end
+  rec.calls = (rec.calls or 0) + 1
   t._track = rec
-  current[#current + 1] = rec
   return t
 end
 
@@ -52,5 +61,16 @@ function M.mark(t, seen)
 end
 
 function M.active() return current ~= nil end
+
+-- Runs fn without recording: for checks (gradcheck) that consume the outputs
+-- of the calls they make themselves.
+function M.untracked(fn, ...)
+  local saved = current
+  current = nil
+  local res = { pcall(fn, ...) }
+  current = saved
+  if not res[1] then error(res[2], 0) end
+  return unpack(res, 2, table.maxn(res))
+end
 
 return M
