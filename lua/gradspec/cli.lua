@@ -8,6 +8,8 @@ usage: gradspec [command] [options]
   gradspec run [paths...]       run specs (directories are searched for *_spec.lua; default: specs)
   gradspec FILE.lua [args...]   run a script with the workbench loaded (global gs)
   gradspec -e 'code'            run a chunk of Lua with the workbench loaded
+  gradspec conventions          check every backend of every op against its declared conventions
+  gradspec mutate [paths...]    run the specs against deliberately broken kernels; list survivors
   gradspec --help | --version
 
 run options:
@@ -22,6 +24,7 @@ run options:
   --no-isolate            run spec files in this process instead of one child process each
   --timeout SECONDS       per-file time limit when isolated (default 600)
   --strict-outputs        fail, not warn, on any op output that was never asserted
+  --fail-fast             stop at the first failing it
 
 Exit status: 0 when nothing failed, 1 when something failed, 2 for a usage error.
 ]]
@@ -66,6 +69,7 @@ local function parse_run(args)
       o.timeout = tonumber(value(a))
       if not o.timeout or o.timeout <= 0 then error({ usage = "--timeout needs a positive number of seconds" }) end
     elseif a == "--strict-outputs" then o.strict_outputs = true
+    elseif a == "--fail-fast" then o.fail_fast = true
     elseif a == "--child-results" then o.child_results = value(a)
     elseif a:sub(1, 1) == "-" then error({ usage = "unknown option " .. a })
     else o.paths[#o.paths + 1] = a end
@@ -146,6 +150,10 @@ function M.main(argv)
     return 0
   elseif cmd == "run" then
     return M.run({ select(2, unpack(args)) })
+  elseif cmd == "mutate" then
+    return require("gradspec.mutate").main({ select(2, unpack(args)) })
+  elseif cmd == "conventions" then
+    return require("gradspec.conventions").main({ select(2, unpack(args)) })
   elseif cmd == "-e" then
     if not args[2] then return usage_error("-e needs a chunk of code") end
     local chunk, err = loadstring(args[2], "=(command line)")

@@ -5,6 +5,7 @@ local gffi = require("gradspec.ffi")
 local T = require("gradspec.tensor")
 local dtypes = require("gradspec.dtype")
 local track = require("gradspec.track")
+local mutants = require("gradspec.mutants")
 local ffi, C = gffi.ffi, gffi.C
 
 local M = {}
@@ -196,7 +197,9 @@ local err = ffi.new("gs_error")
 
 local function call(op, fn_name, backend, a, level)
   ffi.fill(err, ffi.sizeof(err))
+  mutants.enter(backend)
   local st = C[fn_name .. "_" .. backend](a, err)
+  mutants.leave()
   if st ~= 0 then raise(op, st, err, level + 1) end
 end
 

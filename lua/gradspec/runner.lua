@@ -181,7 +181,9 @@ function R.run_file_here(path, options, emit)
         emit({ ev = "list", name = item.full_name, file = path, line = item.line, tags = table.concat(tags, " ") })
       else
         emit({ ev = "start", name = item.full_name, file = path, line = item.line })
-        emit(R.run_it(item, options, root.set_running))
+        local res = R.run_it(item, options, root.set_running)
+        emit(res)
+        if options.fail_fast and res.status == "fail" then return end
       end
     end
   end
@@ -203,6 +205,7 @@ local function child_argv(path, results_path, options)
   set_arg("--tags", options.tags)
   set_arg("--exclude-tags", options.exclude_tags)
   if options.strict_outputs then argv[#argv + 1] = "--strict-outputs" end
+  if options.fail_fast then argv[#argv + 1] = "--fail-fast" end
   if options.list then argv[#argv + 1] = "--list" end
   argv[#argv + 1] = path
   return argv
@@ -259,9 +262,15 @@ function R.run(files, options, on_record)
     if rec.ev == "result" or rec.ev == "list" then results[#results + 1] = rec end
     if on_record then on_record(rec) end
   end
+  local failed = false
+  local function watch(rec)
+    if rec.status == "fail" then failed = true end
+    emit(rec)
+  end
   for _, path in ipairs(files) do
-    if options.isolate then R.run_file_isolated(path, options, emit)
-    else R.run_file_here(path, options, emit) end
+    if options.isolate then R.run_file_isolated(path, options, watch)
+    else R.run_file_here(path, options, watch) end
+    if failed and options.fail_fast then break end
   end
   return results
 end
