@@ -1,0 +1,714 @@
+/* The fast CPU backend of the cross-entropy family (contract: ../cross_entropy.h).
+ *
+ * Each row is read from memory once. Pass 1 converts it to f32 in L1-sized
+ * chunks (scale and softcap applied, tail lanes masked afterwards) and keeps
+ * an online max and sum of exp: a chunk that raises the max rescales the sum
+ * so far. It also keeps e_j = exp(z_j - m_c), m_c being the max when chunk c
+ * was seen, in a per-worker row buffer that stays in L2. Once lse is known,
+ * pass 2 writes the gradient from p_j = e_j exp(m_c - lse): one multiply-add
+ * per element and no second exp; the logits are read again (from cache) only
+ * where z itself is needed (softcap chain, entropy).
+ *
+ * Rows are handed to threads in fixed blocks and each block keeps its own
+ * partial sum; the sums are added in block order, so a reduction gives the
+ * same bits whatever the thread count. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
+
+#include "../cross_entropy.h"
+#include "../cross_entropy_check.h"
+#include "../gs_half.h"
+#include "../mutants.h"
+#include "parallel.h"
+
+#define CHUNK 1024                            /* f32 values converted at a time: 4 KiB, in L1 */
+#define BLOCK_WORK ((int64_t)1 << 16)         /* elements per task (a block of whole rows) */
+#define STREAM_MIN_BYTES ((int64_t)16 << 20)  /* gradients this large bypass the cache */
+/* exp() of anything below is 0 in f32: clamping z - m there keeps 0 * -inf
+ * out of the entropy sums without changing them. */
+#define EXP_FLOOR (-104.0f)
+
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+/* The vector layer: AVX2 with 8 lanes, or plain floats (1 lane). Chunks are
+ * padded to whole vectors, so the row code below is written once for both. */
+#ifdef __AVX2__
+typedef __m256 vf;
+#define VW 8
+
+static inline vf vdup(float x) { return _mm256_set1_ps(x); }
+static inline vf vload(const float *p) { return _mm256_load_ps(p); }
+static inline void vstore(float *p, vf x) { _mm256_store_ps(p, x); }
+static inline vf vadd(vf a, vf b) { return _mm256_add_ps(a, b); }
+static inline vf vsub(vf a, vf b) { return _mm256_sub_ps(a, b); }
+static inline vf vmul(vf a, vf b) { return _mm256_mul_ps(a, b); }
+static inline vf vfma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }   /* a b + c */
+static inline vf vfms(vf a, vf b, vf c) { return _mm256_fmsub_ps(a, b, c); }   /* a b - c */
+static inline vf vfnma(vf a, vf b, vf c) { return _mm256_fnmadd_ps(a, b, c); } /* c - a b */
+static inline vf vmax(vf a, vf b) { return _mm256_max_ps(a, b); }
+/* MAXPS returns its second operand when either is NaN: a NaN x survives. */
+static inline vf vmax_keepnan(vf lo, vf x) { return _mm256_max_ps(lo, x); }
+static inline vf vnan_flag(vf flag, vf x) { return _mm256_or_ps(flag, _mm256_cmp_ps(x, x, _CMP_UNORD_Q)); }
+static inline int vany(vf flag) { return _mm256_movemask_ps(flag) != 0; }
+static inline vf vkeep_ge(vf x, vf t) { return _mm256_and_ps(_mm256_cmp_ps(x, t, _CMP_GE_OQ), x); } /* else 0 */
+
+static inline float vsum(vf x) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+static inline float vhmax(vf x) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+}
+
+/* Lanes n.. of the last vector of a row lie past its end: they become fill. */
+static inline vf vtail(vf x, int n, float fill) {
+  __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  __m256 keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane));
+  return _mm256_blendv_ps(vdup(fill), x, keep);
+}
+
+/* exp(t) = 2^k exp(r), t = k ln2 + r with |r| <= ln2/2 (ln2 split in two so
+ * that r is exact), exp(r) by Cephes' expf polynomial: about 1 ulp. */
+static inline vf exp_reduced(vf t, __m256i *k) {
+  vf kf = _mm256_round_ps(vmul(t, vdup(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  vf r = vfnma(kf, vdup(0.693359375f), t);
+  r = vfnma(kf, vdup(-2.12194440e-4f), r);
+  vf y = vdup(1.9875691500e-4f);
+  y = vfma(y, r, vdup(1.3981999507e-3f));
+  y = vfma(y, r, vdup(8.3334519073e-3f));
+  y = vfma(y, r, vdup(4.1665795894e-2f));
+  y = vfma(y, r, vdup(1.6666665459e-1f));
+  y = vfma(y, r, vdup(5.0000001201e-1f));
+  *k = _mm256_cvtps_epi32(kf);
+  return vadd(vfma(y, vmul(r, r), r), vdup(1.0f));
+}
+
+static inline vf pow2i(__m256i k) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k, _mm256_set1_epi32(127)), 23));
+}
+
+#define EXP_LO (-87.33654475f) /* ln(FLT_MIN): below it the result is flushed to 0 */
+#define EXP_HI 88.72283935f    /* ln(FLT_MAX): above it, inf */
+
+/* exp for softmax arguments (x <= 0, where 2^k never overflows); -inf -> 0, NaN stays. */
+static inline vf vexp_neg(vf x) {
+  __m256i k;
+  vf y = exp_reduced(vmax_keepnan(vdup(EXP_LO), x), &k);
+  y = vmul(y, pow2i(k));
+  return _mm256_andnot_ps(_mm256_cmp_ps(x, vdup(EXP_LO), _CMP_LT_OQ), y);
+}
+
+/* exp over the whole f32 range; 2^k is applied in two halves so k = 128 works. */
+static inline vf vexp_full(vf x) {
+  __m256i k;
+  vf t = vmax_keepnan(vdup(EXP_LO), _mm256_min_ps(vdup(EXP_HI), x));
+  vf y = exp_reduced(t, &k);
+  __m256i half = _mm256_srai_epi32(k, 1);
+  y = vmul(vmul(y, pow2i(half)), pow2i(_mm256_sub_epi32(k, half)));
+  y = _mm256_andnot_ps(_mm256_cmp_ps(x, vdup(EXP_LO), _CMP_LT_OQ), y);
+  return _mm256_blendv_ps(y, vdup(INFINITY), _mm256_cmp_ps(x, vdup(EXP_HI), _CMP_GT_OQ));
+}
+
+/* tanh(y), and its derivative 1 - tanh(y)^2 in *d. Below |y| = 0.625,
+ * Cephes' odd polynomial, and 1 - t^2 >= 0.69 does not cancel. Above, with
+ * e = exp(-2|y|) <= 0.29: tanh = (1 - e)/(1 + e) and 1 - tanh^2 = 4e/(1 + e)^2,
+ * which neither cancel (1 - t^2 from a rounded t near 1 would) nor overflow;
+ * y = -inf gives -1 and 0. */
+static inline vf vtanh_d(vf y, vf *d) {
+  const vf sign = vdup(-0.0f), one = vdup(1.0f);
+  vf a = _mm256_andnot_ps(sign, y), y2 = vmul(y, y);
+  vf p = vdup(-5.70498872745e-3f);
+  p = vfma(p, y2, vdup(2.06390887954e-2f));
+  p = vfma(p, y2, vdup(-5.37397155531e-2f));
+  p = vfma(p, y2, vdup(1.33314422036e-1f));
+  p = vfma(p, y2, vdup(-3.33332819422e-1f));
+  vf t_small = vfma(vmul(p, y2), y, y);
+  vf e = vexp_neg(vmul(vdup(-2.0f), a)), q = vadd(one, e);
+  vf t_big = _mm256_or_ps(_mm256_div_ps(vsub(one, e), q), _mm256_and_ps(sign, y));
+  vf small = _mm256_cmp_ps(a, vdup(0.625f), _CMP_LT_OQ);
+  *d = _mm256_blendv_ps(_mm256_div_ps(vmul(vdup(4.0f), e), vmul(q, q)), vfnma(t_small, t_small, one), small);
+  return _mm256_blendv_ps(t_big, t_small, small);
+}
+
+ALWAYS_INLINE vf vload_x(const void *row, gs_dtype dt, int64_t j) {
+  if (dt == GS_F32) return _mm256_loadu_ps((const float *)row + j);
+  __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)row + j));
+  if (dt == GS_BF16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  return _mm256_cvtph_ps(h);
+}
+
+/* f32 -> bf16 round to nearest even, NaN kept quiet: gs_f32_to_bf16, 8 at a time. */
+static inline __m128i bf16_pack(vf x) {
+  __m256i u = _mm256_castps_si256(x);
+  __m256i hi = _mm256_srli_epi32(u, 16);
+  __m256i bias = _mm256_add_epi32(_mm256_and_si256(hi, _mm256_set1_epi32(1)), _mm256_set1_epi32(0x7fff));
+  __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, bias), 16);
+  __m256i qnan = _mm256_or_si256(hi, _mm256_set1_epi32(0x40));
+  r = _mm256_blendv_epi8(r, qnan, _mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_UNORD_Q)));
+  r = _mm256_packus_epi32(r, r);
+  return _mm256_castsi256_si128(_mm256_permute4x64_epi64(r, 0x08));
+}
+
+/* nt: streaming store (the caller checked the alignment). */
+ALWAYS_INLINE void vstore_g(void *row, gs_dtype dt, int64_t j, vf x, int nt) {
+  if (dt == GS_F32) {
+    float *d = (float *)row + j;
+    if (nt) _mm256_stream_ps(d, x);
+    else _mm256_storeu_ps(d, x);
+    return;
+  }
+  __m128i h = dt == GS_BF16 ? bf16_pack(x) : _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m128i *d = (__m128i *)((uint16_t *)row + j);
+  if (nt) _mm_stream_si128(d, h);
+  else _mm_storeu_si128(d, h);
+}
+
+static inline void stream_fence(void) { _mm_sfence(); }
+
+#else /* scalar fallback */
+typedef float vf;
+#define VW 1
+
+static inline vf vdup(float x) { return x; }
+static inline vf vload(const float *p) { return *p; }
+static inline void vstore(float *p, vf x) { *p = x; }
+static inline vf vadd(vf a, vf b) { return a + b; }
+static inline vf vsub(vf a, vf b) { return a - b; }
+static inline vf vmul(vf a, vf b) { return a * b; }
+static inline vf vfma(vf a, vf b, vf c) { return fmaf(a, b, c); }
+static inline vf vfms(vf a, vf b, vf c) { return fmaf(a, b, -c); }
+static inline vf vfnma(vf a, vf b, vf c) { return fmaf(-a, b, c); }
+static inline vf vmax(vf a, vf b) { return a > b ? a : b; }
+static inline vf vmax_keepnan(vf lo, vf x) { return x < lo ? lo : x; }
+static inline vf vnan_flag(vf flag, vf x) { return isnan(x) ? 1.0f : flag; }
+static inline int vany(vf flag) { return flag != 0; }
+static inline vf vkeep_ge(vf x, vf t) { return x >= t ? x : 0.0f; }
+static inline float vsum(vf x) { return x; }
+static inline float vhmax(vf x) { return x; }
+static inline vf vtail(vf x, int n, float fill) { (void)n; (void)fill; return x; }
+static inline vf vexp_neg(vf x) { return expf(x); }
+static inline vf vexp_full(vf x) { return expf(x); }
+static inline vf vtanh_d(vf y, vf *d) {
+  float ch = coshf(y);
+  *d = 1 / (ch * ch);
+  return tanhf(y);
+}
+static inline float x_at(const void *row, gs_dtype dt, int64_t j);
+static inline void g_put(void *row, gs_dtype dt, int64_t j, float g);
+ALWAYS_INLINE vf vload_x(const void *row, gs_dtype dt, int64_t j) { return x_at(row, dt, j); }
+ALWAYS_INLINE void vstore_g(void *row, gs_dtype dt, int64_t j, vf x, int nt) { (void)nt; g_put(row, dt, j, x); }
+static inline void stream_fence(void) {}
+#endif
+
+static inline float x_at(const void *row, gs_dtype dt, int64_t j) {
+  if (dt == GS_F32) return ((const float *)row)[j];
+  uint16_t h = ((const uint16_t *)row)[j];
+  return dt == GS_BF16 ? gs_bf16_to_f32(h) : gs_f16_to_f32(h);
+}
+
+static inline void g_put(void *row, gs_dtype dt, int64_t j, float g) {
+  if (dt == GS_F32) ((float *)row)[j] = g;
+  else ((uint16_t *)row)[j] = dt == GS_BF16 ? gs_f32_to_bf16(g) : gs_f32_to_f16(g);
+}
+
+static size_t dtype_size(gs_dtype dt) { return dt == GS_F32 ? 4 : 2; }
+
+/* Everything a row needs, resolved once per call. */
+typedef struct {
+  gs_ce_op op;
+  int64_t n, v;
+  const char *x;
+  gs_dtype xdt;
+  int64_t xstride;       /* bytes */
+  char *g;               /* NULL: no gradient */
+  gs_dtype gdt;
+  int64_t gstride;       /* bytes */
+  int stream;            /* gradient written with non-temporal stores */
+  const void *tgt;
+  gs_dtype tdt;
+  int64_t ignore;
+  int64_t target_shift;  /* 1 under the TARGET_OFF_BY_ONE mutant */
+  const float *w;        /* class weights (forward), NULL when unweighted */
+  const float *wgrad;    /* weights for the gradient, padded to whole vectors; NULL: unweighted */
+  double wsum, wsum_grad;
+  float s, c, s_over_c;  /* logit scale; softcap (0 = off) */
+  double eps, smooth, lam;
+  double d, count;       /* mean: the weight sum of the targets, the non-ignored rows */
+  double ce_scale, zl_scale;
+  double sign;           /* -1: log_probs (= -CE); mutants flip it */
+  const float *go;
+  int go_rows;
+  float cs;              /* chain factor: s, times (1 - (z/c)^2) when cap_chain */
+  int cap_chain;
+  double zfac;           /* the 2 of d(lam lse^2)/dz */
+  int no_max, leak_ignored;
+  int fwd, loss_rows;
+  float *loss, *lse, *zl;
+  int64_t block_rows, nblocks;
+  double *part;          /* per block: CE sum, z-loss sum */
+  float *scratch;        /* per worker: e (row), then m_c (chunks) */
+  int64_t e_len, scratch_stride;
+} plan;
+
+typedef struct {
+  float m;     /* row max (0 under the LSE_NO_MAX mutant) */
+  double s;    /* sum_j exp(z_j - m) */
+  double log_s;
+  double s2;   /* entropy: sum_j exp(z_j - m) (z_j - m) */
+  double lin;  /* label smoothing: sum_j w_j (z_j - r) */
+  float r;     /* the first chunk's max: near the logits, so that lin does not cancel */
+} row_stats;
+
+/* z = s x, or c tanh(s x / c) with softcap. pre_cap stops at y = s x / c:
+ * the gradient pass takes both tanh and its derivative from y. */
+ALWAYS_INLINE vf transform(const plan *p, vf x, int pre_cap) {
+  if (p->c > 0) {
+    vf y = vmul(x, vdup(p->s_over_c)), d;
+    return pre_cap ? y : vmul(vdup(p->c), vtanh_d(y, &d));
+  }
+  return vmul(x, vdup(p->s));
+}
+
+/* z = transform(x[j0, j0 + n)) into z, padded to whole vectors with -inf.
+ * The padding is set after the softcap, which would turn -inf into -c.
+ * Returns the chunk max, NaN if any z is NaN (a max alone would drop it). */
+ALWAYS_INLINE float load_chunk_dt(const plan *p, const char *row, int64_t j0, int64_t n, float *z, int pre_cap,
+                                  gs_dtype dt) {
+  vf mx = vdup(-INFINITY), nan = vdup(0);
+  int64_t j = 0;
+  for (; j + VW <= n; j += VW) {
+    vf zz = transform(p, vload_x(row, dt, j0 + j), pre_cap);
+    vstore(z + j, zz);
+    mx = vmax(mx, zz);
+    nan = vnan_flag(nan, zz);
+  }
+  if (j < n) {
+    _Alignas(32) float tmp[VW] = {0};
+    for (int64_t k = 0; j + k < n; k++) tmp[k] = x_at(row, dt, j0 + j + k);
+    vf zz = vtail(transform(p, vload(tmp), pre_cap), (int)(n - j), -INFINITY);
+    vstore(z + j, zz);
+    mx = vmax(mx, zz);
+    nan = vnan_flag(nan, zz);
+  }
+  return vany(nan) ? NAN : vhmax(mx);
+}
+
+static float load_chunk(const plan *p, const char *row, int64_t j0, int64_t n, float *z, int pre_cap) {
+  switch (p->xdt) {
+  case GS_BF16: return load_chunk_dt(p, row, j0, n, z, pre_cap, GS_BF16);
+  case GS_F16: return load_chunk_dt(p, row, j0, n, z, pre_cap, GS_F16);
+  default: return load_chunk_dt(p, row, j0, n, z, pre_cap, GS_F32);
+  }
+}
+
+ALWAYS_INLINE void store_chunk_dt(char *row, gs_dtype dt, int64_t j0, int64_t n, const float *out, int nt) {
+  int64_t j = 0;
+  for (; j + VW <= n; j += VW) vstore_g(row, dt, j0 + j, vload(out + j), nt);
+  for (; j < n; j++) g_put(row, dt, j0 + j, out[j]);
+}
+
+static void store_chunk(const plan *p, char *row, int64_t j0, int64_t n, const float *out, int nt) {
+  switch (p->gdt) {
+  case GS_BF16: store_chunk_dt(row, GS_BF16, j0, n, out, nt); break;
+  case GS_F16: store_chunk_dt(row, GS_F16, j0, n, out, nt); break;
+  default: store_chunk_dt(row, GS_F32, j0, n, out, nt); break;
+  }
+}
+
+static float z_at(const plan *p, const char *row, int64_t j) {
+  _Alignas(32) float z[VW];
+  load_chunk(p, row, j, 1, z, 0);
+  return z[0];
+}
+
+/* sum_j exp(z_j - m) of a row so far, the terms >= 1/2 apart from the rest:
+ * the max adds exactly 1, and in f32 small terms added to it would vanish,
+ * yet 1 - p_t of a near-certain target is made of them. */
+typedef struct {
+  double big, small;
+  double s2; /* entropy: sum_j exp(z_j - m) (z_j - m) */
+} exp_sums;
+
+/* Adds a padded chunk to the sums; keeps the terms in e when asked. */
+static void chunk_expsum(const float *z, int64_t np, float m, float *e, int entropy, int full_range,
+                         exp_sums *acc) {
+  const vf vm = vdup(m), half = vdup(0.5f);
+  vf big = vdup(0), rest = vdup(0), s2 = vdup(0);
+  for (int64_t j = 0; j < np; j += VW) {
+    vf d = vsub(vload(z + j), vm);
+    vf ej = full_range ? vexp_full(d) : vexp_neg(d);
+    if (e) vstore(e + j, ej);
+    vf b = vkeep_ge(ej, half);
+    big = vadd(big, b);
+    rest = vadd(rest, vsub(ej, b));
+    if (entropy) s2 = vfma(ej, vmax_keepnan(vdup(EXP_FLOOR), d), s2);
+  }
+  acc->big += vsum(big);
+  acc->small += vsum(rest);
+  if (entropy) acc->s2 += vsum(s2);
+}
+
+/* The max grew by shift > 0: rescale what was summed against the old one. */
+static void rescale(exp_sums *acc, double shift) {
+  if (acc->big + acc->small == 0) return; /* also: nothing finite seen yet */
+  double a = exp(-shift);
+  acc->s2 = a * (acc->s2 - shift * (acc->big + acc->small));
+  acc->big *= a;
+  acc->small *= a;
+  if (acc->big < 0.5) {
+    acc->small += acc->big;
+    acc->big = 0;
+  }
+}
+
+/* sum_j w_j (z_j - r) over the n real values of a chunk (w NULL: all 1). */
+static double chunk_linsum(const float *z, const float *w, int64_t n, float r) {
+  vf vr = vdup(r), acc = vdup(0);
+  int64_t j = 0;
+  for (; j + VW <= n; j += VW) {
+    vf d = vsub(vload(z + j), vr);
+    acc = w ? vfma(vload(w + j), d, acc) : vadd(acc, d);
+  }
+  double s = vsum(acc);
+  for (; j < n; j++) s += (w ? w[j] : 1.0f) * (z[j] - r);
+  return s;
+}
+
+static int64_t chunk_len(const plan *p, int64_t j0) { return p->v - j0 < CHUNK ? p->v - j0 : CHUNK; }
+static int64_t padded(int64_t n) { return (n + VW - 1) / VW * VW; }
+
+/* Pass 1 over a row: max, sum of exp (and the entropy and smoothing sums),
+ * rescaling the sums whenever a chunk raises the max. e, mc: kept for pass 2
+ * when not NULL. */
+static void scan_row(const plan *p, const char *row, float *e, float *mc, row_stats *st) {
+  _Alignas(32) float z[CHUNK];
+  float m = p->no_max ? 0.0f : -INFINITY, r = 0;
+  exp_sums acc = {0, 0, 0};
+  double lin = 0;
+  for (int64_t c = 0, j0 = 0; j0 < p->v; c++, j0 += CHUNK) {
+    int64_t n = chunk_len(p, j0), np = padded(n);
+    float cm = load_chunk(p, row, j0, n, z, 0);
+    if (c == 0 && isfinite(cm)) r = cm;
+    if (!p->no_max && cm > m) {
+      rescale(&acc, (double)cm - m);
+      m = cm;
+    } else if (!p->no_max && isnan(cm)) {
+      m = cm;
+    }
+    if (m == -INFINITY) {
+      /* nothing finite so far: exp(z - m) would be exp(-inf + inf) */
+      if (e) memset(e + j0, 0, (size_t)np * sizeof *e);
+    } else {
+      chunk_expsum(z, np, m, e ? e + j0 : NULL, p->op == GS_OP_ENTROPY, p->no_max, &acc);
+    }
+    if (mc) mc[c] = m;
+    if (p->eps > 0) lin += chunk_linsum(z, p->w ? p->w + j0 : NULL, n, r);
+  }
+  double s = acc.big + acc.small;
+  /* log s = log1p(s - 1): keeps 1 - p_t when it is far below f64's epsilon */
+  double log_s = acc.big >= 0.5 ? log1p((acc.big - 1) + acc.small) : log(s);
+  *st = (row_stats){.m = m, .s = s, .log_s = log_s, .s2 = acc.s2, .lin = lin, .r = r};
+}
+
+/* out_j = (k1 e_j - k2 w_j) chain_j, or for the entropy k1 e_j (mu - (z_j - m)) chain_j,
+ * where chain_j = 1 - (z_j/c)^2 with the softcap chain, else 1 (s is in k1, k2).
+ * z: the chunk as in pass 1 (entropy only); y = s x / c (softcap chain only). */
+static void grad_chunk(const plan *p, const float *e, const float *z, const float *y, const float *w, int64_t np,
+                       float k1, float k2, float mu, float m, float *out) {
+  const vf vk1 = vdup(k1), vk2 = vdup(k2), vmu = vdup(mu), vm = vdup(m);
+  const int entropy = p->op == GS_OP_ENTROPY, cap = p->cap_chain;
+  for (int64_t j = 0; j < np; j += VW) {
+    vf ej = vload(e + j), o;
+    if (entropy) o = vmul(vmul(vk1, ej), vsub(vmu, vmax_keepnan(vdup(EXP_FLOOR), vsub(vload(z + j), vm))));
+    else if (w) o = vfnma(vload(w + j), vk2, vmul(ej, vk1));
+    else o = vfms(ej, vk1, vk2);
+    if (cap) {
+      vf chain;
+      vtanh_d(vload(y + j), &chain);
+      o = vmul(o, chain);
+    }
+    vstore(out + j, o);
+  }
+}
+
+/* Pass 2: the gradient row from the kept e_j. CE: dz_j = a p_j - b w_j;
+ * entropy: dz_j = a p_j (mu - (z_j - m)). */
+static void write_grad(const plan *p, const char *xrow, char *grow, const float *e, const float *mc,
+                       const row_stats *st, double a, double b, double mu, int nt) {
+  _Alignas(32) float z[CHUNK], y[CHUNK], out[CHUNK];
+  for (int64_t c = 0, j0 = 0; j0 < p->v; c++, j0 += CHUNK) {
+    int64_t n = chunk_len(p, j0);
+    double f = exp((double)mc[c] - st->m - st->log_s); /* p_j = e_j f */
+    /* z is reloaded exactly as pass 1 did (through memory: an FMA-contracted
+     * c tanh(y) - m would differ from it in the last bit) */
+    if (p->op == GS_OP_ENTROPY) load_chunk(p, xrow, j0, n, z, 0);
+    if (p->cap_chain) load_chunk(p, xrow, j0, n, y, 1);
+    grad_chunk(p, e + j0, z, y, p->wgrad ? p->wgrad + j0 : NULL, padded(n), (float)(a * f * p->cs),
+               (float)(b * p->cs), (float)mu, st->m, out);
+    store_chunk(p, grow, j0, n, out, nt);
+  }
+}
+
+/* One column's chain factor in f64: s (1 - (z/c)^2) = s sech^2(s x / c). */
+static double chain_at(const plan *p, float x) {
+  if (!p->cap_chain) return p->cs;
+  double ch = cosh((double)x * p->s_over_c);
+  return p->cs / (ch * ch);
+}
+
+static int64_t target_raw(const plan *p, int64_t i) {
+  return p->tdt == GS_I32 ? ((const int32_t *)p->tgt)[i] : ((const int64_t *)p->tgt)[i];
+}
+
+static float grad_output_at(const plan *p, int64_t i) {
+  if (!p->go) return 1.0f;
+  return p->go_rows ? p->go[i] : p->go[0];
+}
+
+typedef struct {
+  float *e, *mc;  /* NULL without a gradient */
+  int nt;
+} row_io;
+
+static row_io row_buffers(const plan *p, float *scratch, const char *grow) {
+  row_io io = {0};
+  if (!grow) return io;
+  io.e = scratch;
+  io.mc = scratch + p->e_len;
+  io.nt = p->stream && ((uintptr_t)grow % (dtype_size(p->gdt) * VW)) == 0;
+  return io;
+}
+
+static void ignored_row(const plan *p, int64_t i, const char *xrow, char *grow, row_io io, double go) {
+  if (p->fwd) {
+    if (p->loss_rows) p->loss[i] = 0;
+    if (p->lse) p->lse[i] = 0;
+    if (p->zl) p->zl[i] = 0;
+  }
+  if (!grow) return;
+  if (!p->leak_ignored) {
+    memset(grow, 0, (size_t)p->v * dtype_size(p->gdt));
+    return;
+  }
+  row_stats st;
+  scan_row(p, xrow, io.e, io.mc, &st);
+  write_grad(p, xrow, grow, io.e, io.mc, &st, p->sign * go * p->ce_scale, 0, 0, io.nt);
+}
+
+/* dz_j = g [w_t (1-eps)(p_j - [j==t]) + (eps/V)(W p_j - w_j)] + gz 2 lam lse p_j:
+ * the vector pass writes every column as if j != t, then column t is
+ * rewritten with p_t - 1 = expm1(z_t - lse), which does not cancel as p_t -> 1. */
+static void ce_grad(const plan *p, const char *xrow, char *grow, row_io io, const row_stats *st, int64_t t,
+                    float xt, double dt, double go) {
+  double g = p->sign * go * p->ce_scale, gz = go * p->zl_scale;
+  double wt = p->wgrad ? p->wgrad[t] : 1.0, wsum = p->wsum_grad;
+  double lse = st->m + st->log_s;
+  double zterm = p->lam > 0 ? gz * p->zfac * p->lam * lse : 0.0;
+  double a = g * (wt * (1 - p->eps) + p->smooth * wsum) + zterm, b = g * p->smooth;
+  write_grad(p, xrow, grow, io.e, io.mc, st, a, b, 0, io.nt);
+  double pt = exp(dt);
+  double dzt = g * (wt * (1 - p->eps) * expm1(dt) + p->smooth * (wsum * pt - wt)) + zterm * pt;
+  g_put(grow, p->gdt, t, (float)(dzt * chain_at(p, xt)));
+}
+
+/* Cross entropy and log_probs (= -CE with no weight, smoothing or z-loss). */
+static void ce_row(const plan *p, float *scratch, int64_t i, double acc[2]) {
+  const char *xrow = p->x + i * p->xstride;
+  char *grow = p->g ? p->g + i * p->gstride : NULL;
+  row_io io = row_buffers(p, scratch, grow);
+  int64_t raw = target_raw(p, i);
+  double go = grad_output_at(p, i);
+  if (raw == p->ignore) {
+    ignored_row(p, i, xrow, grow, io, go);
+    return;
+  }
+  int64_t t = (raw + p->target_shift) % p->v;
+  row_stats st;
+  scan_row(p, xrow, io.e, io.mc, &st);
+  float xt = x_at(xrow, p->xdt, t), zt = z_at(p, xrow, t); /* before an in-place pass 2 */
+  double lse = st.m + st.log_s;
+  double dt = ((double)zt - st.m) - st.log_s; /* z_t - lse without rounding lse to f32 */
+  if (p->fwd) {
+    double ce = (1 - p->eps) * -(p->w ? p->w[t] : 1.0) * dt;
+    if (p->eps > 0) ce += p->smooth * (p->wsum * (lse - st.r) - st.lin);
+    double zl = p->lam > 0 ? p->lam * lse * lse : 0.0;
+    if (p->loss_rows) p->loss[i] = (float)(p->sign * (ce + zl));
+    if (p->lse) p->lse[i] = (float)lse;
+    if (p->zl) p->zl[i] = (float)zl;
+    acc[0] += ce;
+    acc[1] += zl;
+  }
+  if (grow) ce_grad(p, xrow, grow, io, &st, t, xt, dt, go);
+}
+
+/* entropy = lse - sum_j p_j z_j = log s - s2/s, both terms >= 0 (no
+ * cancellation); d/dz_j = p_j (mu - z_j) with mu - z_j = s2/s - (z_j - m). */
+static void entropy_row(const plan *p, float *scratch, int64_t i) {
+  const char *xrow = p->x + i * p->xstride;
+  char *grow = p->g ? p->g + i * p->gstride : NULL;
+  row_io io = row_buffers(p, scratch, grow);
+  row_stats st;
+  scan_row(p, xrow, io.e, io.mc, &st);
+  double mu = st.s2 / st.s;
+  if (p->fwd) p->loss[i] = (float)(p->sign * (st.log_s - mu));
+  if (grow) write_grad(p, xrow, grow, io.e, io.mc, &st, p->sign * grad_output_at(p, i), 0, mu, io.nt);
+}
+
+static void run_block(void *ctx, int64_t b, int worker) {
+  const plan *p = ctx;
+  float *scratch = p->scratch ? p->scratch + worker * p->scratch_stride : NULL;
+  int64_t i0 = b * p->block_rows, i1 = i0 + p->block_rows < p->n ? i0 + p->block_rows : p->n;
+  double acc[2] = {0, 0};
+  for (int64_t i = i0; i < i1; i++) {
+    if (p->op == GS_OP_ENTROPY) entropy_row(p, scratch, i);
+    else ce_row(p, scratch, i, acc);
+  }
+  if (p->part) {
+    p->part[2 * b] = acc[0];
+    p->part[2 * b + 1] = acc[1];
+  }
+  if (p->stream) stream_fence(); /* streaming stores are weakly ordered: drain before the join */
+}
+
+static gs_status no_memory(gs_error *err, const char *what) {
+  err->arg = what;
+  snprintf(err->msg, sizeof err->msg, "out of memory for the %s buffer", what);
+  return GS_ERR_NOMEM;
+}
+
+/* Checks every target before anything is written (the lowest bad row is
+ * reported), and sums D and the count of non-ignored rows. */
+static gs_status scan_targets(plan *p, gs_error *err) {
+  p->d = 0;
+  p->count = 0;
+  for (int64_t i = 0; i < p->n; i++) {
+    int64_t raw = target_raw(p, i);
+    if (raw == p->ignore) continue;
+    if (raw < 0 || raw >= p->v) return gs_ce_target_error(err, i, raw, p->v);
+    p->d += p->w ? p->w[(raw + p->target_shift) % p->v] : 1.0;
+    p->count += 1;
+  }
+  return GS_OK;
+}
+
+static void plan_options(plan *p, const gs_ce_args *a, gs_ce_op op) {
+  p->s = (float)a->logit_scale;
+  p->c = (float)a->softcap;
+  p->s_over_c = a->softcap > 0 ? (float)(a->logit_scale / a->softcap) : 0.0f;
+  p->no_max = GS_MUTANT(GS_MUT_LSE_NO_MAX);
+  p->leak_ignored = GS_MUTANT(GS_MUT_IGNORED_GRAD);
+  p->target_shift = GS_MUTANT(GS_MUT_TARGET_OFF_BY_ONE) ? 1 : 0;
+  p->zfac = GS_MUTANT(GS_MUT_ZLOSS_FACTOR) ? 1.0 : 2.0;
+  double cs = GS_MUTANT(GS_MUT_SCALE_BACKWARD) ? 1.0 : a->logit_scale;
+  p->cs = (float)(GS_MUTANT(GS_MUT_GRAD_SIGN) ? -cs : cs);
+  p->cap_chain = a->softcap > 0 && !GS_MUTANT(GS_MUT_SOFTCAP_CHAIN);
+  p->ce_scale = p->zl_scale = 1;
+  if (op == GS_OP_CE) {
+    p->w = a->weight;
+    p->eps = a->label_smoothing;
+    p->lam = a->lse_square_scale;
+    int64_t vs = GS_MUTANT(GS_MUT_SMOOTH_V_MINUS_1) && a->v > 1 ? a->v - 1 : a->v;
+    p->smooth = p->eps / (double)vs;
+    p->sign = 1;
+  } else {
+    p->sign = op == GS_OP_LOG_PROBS ? (GS_MUTANT(GS_MUT_LOG_PROBS_SIGN) ? 1 : -1)
+                                    : (GS_MUTANT(GS_MUT_ENTROPY_SIGN) ? -1 : 1);
+  }
+  p->wsum = (double)a->v;
+  if (p->w) {
+    p->wsum = 0;
+    for (int64_t j = 0; j < a->v; j++) p->wsum += p->w[j];
+  }
+}
+
+static gs_status plan_buffers(plan *p, int workers, gs_error *err) {
+  if (p->fwd && p->op == GS_OP_CE && !p->loss_rows && p->nblocks > 0) {
+    p->part = malloc((size_t)p->nblocks * 2 * sizeof *p->part);
+    if (!p->part) return no_memory(err, "loss");
+  }
+  if (!p->g) return GS_OK;
+  p->e_len = padded(p->v);
+  int64_t nchunks = (p->v + CHUNK - 1) / CHUNK;
+  p->scratch_stride = (p->e_len + nchunks + 15) / 16 * 16; /* 64-byte aligned per worker */
+  p->scratch = aligned_alloc(64, (size_t)(p->scratch_stride * workers) * sizeof(float));
+  if (!p->scratch) return no_memory(err, "grad");
+  int weighted = p->w && !GS_MUTANT(GS_MUT_WEIGHT_BACKWARD);
+  p->wsum_grad = weighted ? p->wsum : (double)p->v;
+  if (weighted) {
+    float *w = aligned_alloc(64, (size_t)(p->e_len + 15) / 16 * 16 * sizeof(float));
+    if (!w) return no_memory(err, "weight");
+    memcpy(w, p->w, (size_t)p->v * sizeof *w);
+    memset(w + p->v, 0, (size_t)(p->e_len - p->v) * sizeof *w);
+    p->wgrad = w;
+  }
+  return GS_OK;
+}
+
+static void plan_free(plan *p) {
+  free(p->part);
+  free(p->scratch);
+  free((void *)p->wgrad);
+}
+
+static gs_status run_cpu(const gs_ce_args *a, gs_ce_op op, int backward, gs_error *err) {
+  gs_status st = gs_ce_check_args(a, op, backward, 0, err);
+  if (st != GS_OK) return st;
+  plan p = {.op = op, .n = a->n, .v = a->v, .x = a->logits, .xdt = a->logits_dtype, .tgt = a->target,
+            .tdt = a->target_dtype, .ignore = a->ignore_index, .go = a->grad_output,
+            .go_rows = a->grad_output_n != 1, .fwd = !backward};
+  p.xstride = a->logits_stride * (int64_t)dtype_size(a->logits_dtype);
+  plan_options(&p, a, op);
+  if (op != GS_OP_ENTROPY && (st = scan_targets(&p, err)) != GS_OK) return st;
+  if (GS_MUTANT(GS_MUT_MEAN_BY_N)) p.d = (double)a->n;
+  int mean = op == GS_OP_CE && a->reduction == GS_REDUCE_MEAN;
+  if (mean) {
+    p.ce_scale = 1 / p.d;
+    p.zl_scale = 1 / p.count;
+  }
+  if (p.fwd) {
+    p.loss = a->loss;
+    p.loss_rows = op != GS_OP_CE || a->reduction == GS_REDUCE_NONE;
+    if (op == GS_OP_CE) {
+      p.lse = a->lse;
+      p.zl = a->z_loss;
+    }
+  }
+  if (a->grad && a->n > 0) {
+    p.g = a->grad;
+    p.gdt = a->grad_dtype;
+    p.gstride = a->grad_stride * (int64_t)dtype_size(a->grad_dtype);
+    p.stream = a->grad != a->logits && a->n * p.gstride >= STREAM_MIN_BYTES;
+  }
+  p.block_rows = BLOCK_WORK / a->v > 1 ? BLOCK_WORK / a->v : 1;
+  p.nblocks = (a->n + p.block_rows - 1) / p.block_rows;
+  int workers = gs_parallel_workers(a->threads, p.nblocks, a->n * a->v);
+  if ((st = plan_buffers(&p, workers, err)) == GS_OK) {
+    gs_parallel_for(workers, p.nblocks, run_block, &p);
+    if (p.fwd && op == GS_OP_CE && !p.loss_rows) {
+      double ce = 0, zl = 0;
+      for (int64_t b = 0; b < p.nblocks; b++) {
+        ce += p.part[2 * b];
+        zl += p.part[2 * b + 1];
+      }
+      *(float *)a->loss = (float)(mean ? ce / p.d + zl / p.count : ce + zl);
+    }
+  }
+  plan_free(&p);
+  return st;
+}
+
+gs_status gs_ce_forward_cpu(const gs_ce_args *a, gs_error *err) { return run_cpu(a, GS_OP_CE, 0, err); }
+gs_status gs_ce_backward_cpu(const gs_ce_args *a, gs_error *err) { return run_cpu(a, GS_OP_CE, 1, err); }
+gs_status gs_log_probs_forward_cpu(const gs_ce_args *a, gs_error *err) { return run_cpu(a, GS_OP_LOG_PROBS, 0, err); }
+gs_status gs_log_probs_backward_cpu(const gs_ce_args *a, gs_error *err) { return run_cpu(a, GS_OP_LOG_PROBS, 1, err); }
+gs_status gs_entropy_forward_cpu(const gs_ce_args *a, gs_error *err) { return run_cpu(a, GS_OP_ENTROPY, 0, err); }
+gs_status gs_entropy_backward_cpu(const gs_ce_args *a, gs_error *err) { return run_cpu(a, GS_OP_ENTROPY, 1, err); }

@@ -1,0 +1,279 @@
+/* The double-precision reference of the cross-entropy family: the formulas of
+ * LOSSES.md as plain loops, one row at a time, in f64. It is the oracle the
+ * other backends are checked against, so it is written to be read, not to be
+ * fast. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "../cross_entropy.h"
+#include "../cross_entropy_check.h"
+#include "../gs_half.h"
+#include "../mutants.h"
+
+typedef struct {
+  const gs_ce_args *a;
+  int backward;     /* 1: write grad only */
+  double *y;        /* the current row times the scale: y_j = s x_j */
+  double *z;        /* and after the softcap: z_j = c tanh(y_j / c) */
+  double m, l;      /* the current row's lse = m + l */
+  double wsum;      /* W = sum_j w_j */
+  double smooth;    /* eps / V */
+  double ce_div;    /* 1/D under mean, else 1 */
+  double zl_div;    /* 1/(non-ignored rows) under mean, else 1 */
+} ref_ctx;
+
+static double logit_at(const gs_ce_args *a, int64_t i, int64_t j) {
+  int64_t k = i * a->logits_stride + j;
+  switch (a->logits_dtype) {
+  case GS_F64: return ((const double *)a->logits)[k];
+  case GS_F32: return ((const float *)a->logits)[k];
+  case GS_BF16: return gs_bf16_to_f32(((const uint16_t *)a->logits)[k]);
+  default: return gs_f16_to_f32(((const uint16_t *)a->logits)[k]);
+  }
+}
+
+/* f64 -> f32 rounding to odd: the second rounding (to bf16 or f16, which
+ * keep far fewer bits) is then the correctly rounded f64 -> half result. */
+static float f32_round_odd(double x) {
+  float f = (float)x;
+  if (fabs((double)f) > fabs(x)) f = nextafterf(f, 0.0f);
+  if ((double)f != x && !isnan(x)) f = gs_bits_f32(gs_f32_bits(f) | 1u);
+  return f;
+}
+
+static void grad_put(const gs_ce_args *a, int64_t i, int64_t j, double g) {
+  int64_t k = i * a->grad_stride + j;
+  switch (a->grad_dtype) {
+  case GS_F64: ((double *)a->grad)[k] = g; break;
+  case GS_F32: ((float *)a->grad)[k] = (float)g; break;
+  case GS_BF16: ((uint16_t *)a->grad)[k] = gs_f32_to_bf16(f32_round_odd(g)); break;
+  default: ((uint16_t *)a->grad)[k] = gs_f32_to_f16(f32_round_odd(g)); break;
+  }
+}
+
+static int64_t target_raw(const gs_ce_args *a, int64_t i) {
+  return a->target_dtype == GS_I32 ? ((const int32_t *)a->target)[i] : ((const int64_t *)a->target)[i];
+}
+
+static int64_t target_class(const gs_ce_args *a, int64_t raw) {
+  return GS_MUTANT(GS_MUT_TARGET_OFF_BY_ONE) ? (raw + 1) % a->v : raw;
+}
+
+static double weight_of(const gs_ce_args *a, int64_t j) { return a->weight ? a->weight[j] : 1.0; }
+
+static double grad_output_at(const gs_ce_args *a, int64_t i) {
+  const double *go = a->grad_output;
+  if (!go) return 1.0;
+  return a->grad_output_n == 1 ? go[0] : go[i];
+}
+
+/* Loads row i: y_j = s x_j, z_j = y_j or c tanh(y_j / c) with softcap, and
+ * lse = m + l where m is the row max and l = log(1 + sum_{j != k} exp(z_j - m)),
+ * k the first index of the max. The shift keeps exp() from overflowing; the
+ * split keeps 1 - p_k, made of the other terms alone, even far below 1e-16.
+ * A NaN anywhere becomes the "max" and poisons everything. */
+static void load_row(ref_ctx *c, int64_t i) {
+  const gs_ce_args *a = c->a;
+  int64_t k = 0;
+  for (int64_t j = 0; j < a->v; j++) {
+    c->y[j] = a->logit_scale * logit_at(a, i, j);
+    c->z[j] = a->softcap > 0 ? a->softcap * tanh(c->y[j] / a->softcap) : c->y[j];
+    if (!isnan(c->z[k]) && (isnan(c->z[j]) || c->z[j] > c->z[k])) k = j;
+  }
+  double rest = 0;
+  if (GS_MUTANT(GS_MUT_LSE_NO_MAX)) {
+    c->m = 0;
+    for (int64_t j = 0; j < a->v; j++) rest += exp(c->z[j]);
+    c->l = log(rest);
+    return;
+  }
+  c->m = c->z[k];
+  for (int64_t j = 0; j < a->v; j++)
+    if (j != k) rest += exp(c->z[j] - c->m);
+  c->l = log1p(rest);
+}
+
+/* log p_j = z_j - lse, without ever rounding lse itself. */
+static double log_p(const ref_ctx *c, int64_t j) { return (c->z[j] - c->m) - c->l; }
+
+/* dx/dz_j: s (1 - (z_j/c)^2) with softcap, s without. 1 - (z/c)^2 is
+ * evaluated as sech^2(y/c), which does not cancel where tanh nears 1. */
+static double chain(const ref_ctx *c, int64_t j) {
+  const gs_ce_args *a = c->a;
+  double d = GS_MUTANT(GS_MUT_SCALE_BACKWARD) ? 1.0 : a->logit_scale;
+  if (a->softcap > 0 && !GS_MUTANT(GS_MUT_SOFTCAP_CHAIN)) {
+    double ch = cosh(c->y[j] / a->softcap);
+    d /= ch * ch;
+  }
+  return GS_MUTANT(GS_MUT_GRAD_SIGN) ? -d : d;
+}
+
+/* An ignored row's gradient is zero; the IGNORED_GRAD mutant leaks g * softmax. */
+static void ignored_grad_row(ref_ctx *c, int64_t i, double g) {
+  const gs_ce_args *a = c->a;
+  if (!GS_MUTANT(GS_MUT_IGNORED_GRAD)) {
+    for (int64_t j = 0; j < a->v; j++) grad_put(a, i, j, 0.0);
+    return;
+  }
+  load_row(c, i);
+  for (int64_t j = 0; j < a->v; j++) grad_put(a, i, j, g * exp(log_p(c, j)) * chain(c, j));
+}
+
+/* dz_j = g [w_t (1-eps)(p_j - [j==t]) + (eps/V)(W p_j - w_j)] + gz 2 lam lse p_j,
+ * with p_t - 1 taken as expm1(z_t - lse): no cancellation when p_t -> 1. */
+static void ce_grad_row(const ref_ctx *c, int64_t i, int64_t t, double g, double gz) {
+  const gs_ce_args *a = c->a;
+  int unweighted = GS_MUTANT(GS_MUT_WEIGHT_BACKWARD);
+  double wt = unweighted ? 1.0 : weight_of(a, t);
+  double wsum = unweighted ? (double)a->v : c->wsum;
+  double zfac = GS_MUTANT(GS_MUT_ZLOSS_FACTOR) ? 1.0 : 2.0;
+  for (int64_t j = 0; j < a->v; j++) {
+    double p = exp(log_p(c, j));
+    double p_minus_onehot = j == t ? expm1(log_p(c, j)) : p;
+    double wj = unweighted ? 1.0 : weight_of(a, j);
+    double dz = g * (wt * (1 - a->label_smoothing) * p_minus_onehot + c->smooth * (wsum * p - wj));
+    if (a->lse_square_scale > 0) dz += gz * zfac * a->lse_square_scale * (c->m + c->l) * p;
+    grad_put(a, i, j, dz * chain(c, j));
+  }
+}
+
+static void ce_row(ref_ctx *c, int64_t i, double *ce_sum, double *zl_sum) {
+  const gs_ce_args *a = c->a;
+  int64_t raw = target_raw(a, i);
+  double go = grad_output_at(a, i);
+  if (raw == a->ignore_index) {
+    if (!c->backward) {
+      if (a->reduction == GS_REDUCE_NONE) ((double *)a->loss)[i] = 0;
+      if (a->lse) ((double *)a->lse)[i] = 0;
+      if (a->z_loss) ((double *)a->z_loss)[i] = 0;
+    }
+    if (a->grad) ignored_grad_row(c, i, go * c->ce_div);
+    return;
+  }
+  int64_t t = target_class(a, raw);
+  load_row(c, i);
+  if (!c->backward) {
+    double eps = a->label_smoothing, lse = c->m + c->l;
+    double ce = (1 - eps) * -weight_of(a, t) * log_p(c, t);
+    if (eps > 0) {
+      double smo = 0;
+      for (int64_t j = 0; j < a->v; j++) smo -= weight_of(a, j) * log_p(c, j);
+      ce += c->smooth * smo;
+    }
+    double zl = a->lse_square_scale > 0 ? a->lse_square_scale * lse * lse : 0;
+    if (a->reduction == GS_REDUCE_NONE) ((double *)a->loss)[i] = ce + zl;
+    if (a->lse) ((double *)a->lse)[i] = lse;
+    if (a->z_loss) ((double *)a->z_loss)[i] = zl;
+    *ce_sum += ce;
+    *zl_sum += zl;
+  }
+  if (a->grad) ce_grad_row(c, i, t, go * c->ce_div, go * c->zl_div);
+}
+
+/* log_probs = z_t - lse; d/dz_j = [j==t] - p_j, with 1 - p_t = -expm1(z_t - lse). */
+static void log_probs_row(ref_ctx *c, int64_t i) {
+  const gs_ce_args *a = c->a;
+  double sign = GS_MUTANT(GS_MUT_LOG_PROBS_SIGN) ? -1.0 : 1.0;
+  int64_t raw = target_raw(a, i);
+  double go = grad_output_at(a, i);
+  if (raw == a->ignore_index) {
+    if (!c->backward) ((double *)a->loss)[i] = 0;
+    if (a->grad) ignored_grad_row(c, i, -sign * go);
+    return;
+  }
+  int64_t t = target_class(a, raw);
+  load_row(c, i);
+  if (!c->backward) ((double *)a->loss)[i] = sign * log_p(c, t);
+  if (!a->grad) return;
+  for (int64_t j = 0; j < a->v; j++) {
+    double onehot_minus_p = j == t ? -expm1(log_p(c, j)) : -exp(log_p(c, j));
+    grad_put(a, i, j, sign * go * onehot_minus_p * chain(c, j));
+  }
+}
+
+/* entropy = lse - sum_j p_j z_j, where p_j z_j is 0 when p_j is (the limit
+ * p log p -> 0, so -inf logits add nothing); d/dz_j = p_j (mu - z_j), mu =
+ * sum_k p_k z_k. Both are taken relative to the max m: (lse - m) - sum_j p_j
+ * (z_j - m) adds two terms >= 0, where lse - mu would cancel for a peaked row. */
+static void entropy_row(ref_ctx *c, int64_t i) {
+  const gs_ce_args *a = c->a;
+  double sign = GS_MUTANT(GS_MUT_ENTROPY_SIGN) ? -1.0 : 1.0;
+  load_row(c, i);
+  double mu_m = 0;
+  for (int64_t j = 0; j < a->v; j++) {
+    double p = exp(log_p(c, j));
+    if (p != 0) mu_m += p * (c->z[j] - c->m);
+  }
+  if (!c->backward) ((double *)a->loss)[i] = sign * (c->l - mu_m);
+  if (!a->grad) return;
+  double g = sign * grad_output_at(a, i);
+  for (int64_t j = 0; j < a->v; j++) {
+    double p = exp(log_p(c, j));
+    double dz = p != 0 ? g * p * (mu_m - (c->z[j] - c->m)) : 0.0;
+    grad_put(a, i, j, dz * chain(c, j));
+  }
+}
+
+/* Validates every target before anything is written, and sums D (the
+ * weights of the targets) and the count of non-ignored rows for "mean". */
+static gs_status scan_targets(const gs_ce_args *a, double *d, double *count, gs_error *err) {
+  *d = 0;
+  *count = 0;
+  for (int64_t i = 0; i < a->n; i++) {
+    int64_t raw = target_raw(a, i);
+    if (raw == a->ignore_index) continue;
+    if (raw < 0 || raw >= a->v) return gs_ce_target_error(err, i, raw, a->v);
+    *d += weight_of(a, target_class(a, raw));
+    *count += 1;
+  }
+  return GS_OK;
+}
+
+static gs_status run_ref(const gs_ce_args *a, gs_ce_op op, int backward, gs_error *err) {
+  gs_status st = gs_ce_check_args(a, op, backward, 1, err);
+  if (st != GS_OK) return st;
+  double d = 0, count = 0;
+  if (op != GS_OP_ENTROPY && (st = scan_targets(a, &d, &count, err)) != GS_OK) return st;
+  if (GS_MUTANT(GS_MUT_MEAN_BY_N)) d = (double)a->n;
+
+  ref_ctx c = {.a = a, .backward = backward, .ce_div = 1, .zl_div = 1};
+  int64_t v_smooth = GS_MUTANT(GS_MUT_SMOOTH_V_MINUS_1) && a->v > 1 ? a->v - 1 : a->v;
+  c.smooth = a->label_smoothing / (double)v_smooth;
+  for (int64_t j = 0; j < a->v; j++) c.wsum += weight_of(a, j);
+  int mean = op == GS_OP_CE && a->reduction == GS_REDUCE_MEAN;
+  if (mean) {
+    c.ce_div = 1 / d;
+    c.zl_div = 1 / count;
+  }
+  if (a->n > 0) {
+    c.y = malloc((size_t)a->v * sizeof *c.y);
+    c.z = malloc((size_t)a->v * sizeof *c.z);
+    if (!c.y || !c.z) {
+      free(c.y);
+      free(c.z);
+      err->arg = "logits";
+      snprintf(err->msg, sizeof err->msg, "no memory for a row of %lld values", (long long)a->v);
+      return GS_ERR_NOMEM;
+    }
+  }
+
+  double ce_sum = 0, zl_sum = 0;
+  for (int64_t i = 0; i < a->n; i++) {
+    if (op == GS_OP_CE) ce_row(&c, i, &ce_sum, &zl_sum);
+    else if (op == GS_OP_LOG_PROBS) log_probs_row(&c, i);
+    else entropy_row(&c, i);
+  }
+  if (op == GS_OP_CE && !backward && a->reduction != GS_REDUCE_NONE)
+    *(double *)a->loss = mean ? ce_sum / d + zl_sum / count : ce_sum + zl_sum;
+  free(c.y);
+  free(c.z);
+  return GS_OK;
+}
+
+gs_status gs_ce_forward_ref(const gs_ce_args *a, gs_error *err) { return run_ref(a, GS_OP_CE, 0, err); }
+gs_status gs_ce_backward_ref(const gs_ce_args *a, gs_error *err) { return run_ref(a, GS_OP_CE, 1, err); }
+gs_status gs_log_probs_forward_ref(const gs_ce_args *a, gs_error *err) { return run_ref(a, GS_OP_LOG_PROBS, 0, err); }
+gs_status gs_log_probs_backward_ref(const gs_ce_args *a, gs_error *err) { return run_ref(a, GS_OP_LOG_PROBS, 1, err); }
+gs_status gs_entropy_forward_ref(const gs_ce_args *a, gs_error *err) { return run_ref(a, GS_OP_ENTROPY, 0, err); }
+gs_status gs_entropy_backward_ref(const gs_ce_args *a, gs_error *err) { return run_ref(a, GS_OP_ENTROPY, 1, err); }
