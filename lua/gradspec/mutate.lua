@@ -7,9 +7,10 @@ local process = require("gradspec.process")
 local M = {}
 
 local USAGE = [[
-usage: gradspec mutate [--list] [--backends ref,cpu] [spec paths...]   (default path: specs)
-Runs the specs against every mutant (each kernel mutant once per backend) and
-prints which it killed it. Exit status 1 when any mutant survives.
+usage: gradspec mutate [--list] [--backends ref,cpu,all] [spec paths...]   (default path: specs)
+Runs the specs against every mutant (each kernel mutant in the reference
+alone, the fast CPU kernel alone, and all backends at once) and prints which
+it killed it. Exit status 1 when any mutant survives.
 ]]
 
 -- Runs the suite under one mutant; returns the name of the first failing it
@@ -26,7 +27,9 @@ local function run_suite(paths, mutant)
 end
 
 function M.main(args)
-  local paths, backends, list = {}, { "ref", "cpu" }, false
+  -- "all": the mutant in every backend at once, so that agreement between
+  -- backends cannot catch it and an independent check must.
+  local paths, backends, list = {}, { "ref", "cpu", "all" }, false
   local i = 1
   while i <= #args do
     local a = args[i]
@@ -62,7 +65,7 @@ function M.main(args)
   io.stdout:flush()
   local killer, code, out = run_suite(paths, nil)
   if code ~= 0 then
-    io.stdout:write("FAILED\n")
+    io.stdout:write("FAILED\n\n")
     io.stderr:write("gradspec mutate: the specs fail without any mutant (first failure: ",
       tostring(killer), "); fix them first\n", out:sub(-2000), "\n")
     return 2
@@ -71,7 +74,7 @@ function M.main(args)
   io.stdout:write(string.format("%-20s %-8s %-9s %s\n", "mutant", "backend", "result", "killed by"))
   local killed, t0 = 0, os.time()
   for _, j in ipairs(jobs) do
-    local sel = j.backend and (j.name .. "@" .. j.backend) or j.name
+    local sel = (j.backend and j.backend ~= "all") and (j.name .. "@" .. j.backend) or j.name
     local who, c = run_suite(paths, sel)
     local dead = c ~= 0
     if dead then killed = killed + 1 end
