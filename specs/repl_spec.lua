@@ -1,0 +1,295 @@
+-- The REPL: completion candidates and value printing checked directly, then
+-- whole sessions driven through a terminal (tmux) and read off its screen,
+-- and stdin from a pipe run as a script.
+local ffi = require("ffi")
+local process = require("gradspec.process")
+local complete = require("gradspec.complete")
+local repl = require("gradspec.repl")
+
+local function has(s, text) return s:find(text, 1, true) ~= nil end
+
+local function contains(list, x)
+  for _, v in ipairs(list) do if v == x then return true end end
+  return false
+end
+
+describe("completion candidates", function()
+  local env = setmetatable({ gs = gs, x = gs.randn({ 2, 3 }), s = "abc" }, { __index = _G })
+
+  -- text before the cursor -> every candidate, sorted
+  local cases = {
+    { "gs.cr", { "gs.cross_entropy", "gs.cross_entropy_backward" } },
+    { "gs.options.log_p", { "gs.options.log_probs", "gs.options.log_probs_backward" } },
+    { "1+gs.entropy_b", { "1+gs.entropy_backward" } },
+    { "x.ro", { "x.row", "x.rows", "x.rows_view" } },
+    { "s:up", { "s:upper" } },
+    { "nosuch.x", {} },
+  }
+  for _, c in ipairs(cases) do
+    it(string.format("%q completes to exactly the matching names", c[1]), function()
+      assert.equal(complete.candidates(c[1], env, false), c[2])
+    end)
+  end
+
+  it("x: offers a tensor's methods, not its fields or private names", function()
+    local list = complete.candidates("x:", env, false)
+    for _, m in ipairs({ "x:softmax", "x:sum", "x:to", "x:get" }) do
+      assert.is_true(contains(list, m), m .. " missing")
+    end
+    assert.is_false(contains(list, "x:rows"), "x:rows is a number, not a method")
+    assert.is_false(contains(list, "x:_shape"), "private fields stay hidden")
+  end)
+
+  it("a bare word completes globals and keywords", function()
+    assert.is_true(contains(complete.candidates("pri", env, false), "print"))
+    assert.is_true(contains(complete.candidates("fun", env, false), "function"))
+    assert.is_true(contains(complete.candidates("g", env, false), "gs"))
+  end)
+
+  it("a : at the start of a line completes commands; :load leaves file names to the editor", function()
+    assert.equal(complete.candidates(":he", env, true), { ":help" })
+    assert.equal(complete.candidates(":", env, true), complete.COMMANDS)
+    assert.equal(complete.candidates("sp", env, false, ":load sp"), nil)
+  end)
+
+  it("a field lookup that raises an error gives no candidates instead", function()
+    local e = setmetatable({ bad = setmetatable({}, { __index = function() error("no") end }) }, { __index = _G })
+    assert.equal(complete.candidates("bad.x.y", e, false), {})
+  end)
+end)
+
+describe("printing values", function()
+  local self_ref = {}
+  self_ref.me = self_ref
+  local cases = {
+    { { 1, 2, "a" }, '{ 1, 2, "a" }' },
+    { { b = 1, a = { c = true } }, "{ a = { c = true }, b = 1 }" },
+    { { [1.5] = 2, ["two words"] = 3 }, '{ [1.5] = 2, ["two words"] = 3 }' },
+    { self_ref, "{ me = <cycle> }" },
+    { "line\nbreak", '"line\\nbreak"' },
+    { 0.1 + 0.2, "0.30000000000000004" },
+    { 1 / 0, "inf" },
+    { 0 / 0, "nan" },
+    { {}, "{}" },
+  }
+  for _, c in ipairs(cases) do
+    it("prints " .. c[2] .. " as Lua would read it back", function()
+      assert.equal(repl.format_value(c[1]), c[2])
+    end)
+  end
+
+  it("a table too wide for one line goes one field per line", function()
+    local text = repl.format_value({ alpha = string.rep("a", 40), beta = string.rep("b", 40) })
+    assert.equal(text, '{\n  alpha = "' .. string.rep("a", 40) .. '",\n  beta = "' .. string.rep("b", 40) .. '",\n}')
+  end)
+
+  it("a tensor inside a table keeps its rows lined up", function()
+    local text = repl.format_value({ g = gs.zeros({ 2, 2 }) })
+    local first, second = text:match("\n([^\n]*)\n([^\n]*)\n")
+    assert.is_true(first ~= nil, text)
+    assert.equal(second:find("[", 1, true), first:find("[[", 1, true) + 1, text)
+  end)
+end)
+
+describe("gradspec from a pipe", function()
+  local exe = process.self_exe()
+
+  it("runs stdin as a script", function()
+    local out, code = process.run("printf '%s' " .. process.quote("x = 20\nprint(x + 22)") .. " | " .. process.quote(exe))
+    assert.equal(code, 0, out)
+    assert.equal(out, "42\n")
+  end)
+
+  it("exits 1 on an error, with the message and the script's line", function()
+    local out, code = process.run("printf '%s' " .. process.quote("local a = 1\nerror('bad value')") ..
+      " | " .. process.quote(exe))
+    assert.equal(code, 1, out)
+    assert.is_true(has(out, "stdin:2: bad value"), out)
+    assert.is_true(has(out, "stack traceback:"), out)
+  end)
+end)
+
+-- A REPL in a tmux pane: keys go in with send-keys, the screen comes back
+-- with capture-pane. Each session has its own tmux server (-L), killed after.
+local term = {}
+term.__index = term
+
+function term.new()
+  local tmp = os.tmpname()
+  return setmetatable({ socket = "gsrepl_" .. tmp:match("[^/]+$"), history = tmp, files = { tmp } }, term)
+end
+
+function term:tmux(args)
+  return process.run("tmux -L " .. self.socket .. " -f /dev/null " .. args)
+end
+
+-- env: extra environment for gradspec. remain-on-exit keeps the pane (and
+-- its last screen) after gradspec ends, so the exit status can be read.
+function term:start(env)
+  local parts = { "env", "GRADSPEC_HISTORY=" .. process.quote(self.history) }
+  for k, v in pairs(env or {}) do parts[#parts + 1] = k .. "=" .. process.quote(v) end
+  parts[#parts + 1] = process.quote(process.self_exe())
+  local out, code = self:tmux("new-session -d -s repl -x 100 -y 40 " .. process.quote(table.concat(parts, " ")) ..
+    " \\; set-option -t repl remain-on-exit on")
+  assert.equal(code, 0, "tmux new-session failed: " .. out)
+  self:expect("Ctrl-D quits.")
+end
+
+function term:screen()
+  return (self:tmux("capture-pane -p -J -S - -t repl"))
+end
+
+-- Polls the screen for up to `seconds`; returns whether `text` showed, and the screen.
+function term:wait_for(text, seconds)
+  local deadline = gs.now() + (seconds or 6)
+  repeat
+    local s = self:screen()
+    if has(s, text) then return true, s end
+    os.execute("sleep 0.05")
+  until gs.now() > deadline
+  return false, self:screen()
+end
+
+function term:expect(text, seconds)
+  local ok, s = self:wait_for(text, seconds)
+  assert.is_true(ok, "the screen never showed " .. string.format("%q", text) .. ":\n" .. s)
+  return s
+end
+
+function term:keys(...)
+  local names = {}
+  for i = 1, select("#", ...) do names[i] = (select(i, ...)) end
+  self:tmux("send-keys -t repl " .. table.concat(names, " "))
+end
+
+function term:type(text) self:tmux("send-keys -t repl -l " .. process.quote(text)) end
+
+-- Types a line and waits until gradspec prints `shows`.
+function term:line(text, shows)
+  self:type(text)
+  self:keys("Enter")
+  if shows then return self:expect(shows) end
+end
+
+function term:pane(field)
+  return (self:tmux("display-message -p -t repl '#{" .. field .. "}'"):gsub("%s+$", ""))
+end
+
+function term:wait_exit()
+  local deadline = gs.now() + 6
+  while self:pane("pane_dead") ~= "1" and gs.now() <= deadline do os.execute("sleep 0.05") end
+  return self:pane("pane_dead"), self:pane("pane_dead_status")
+end
+
+function term:stop()
+  self:tmux("kill-server")
+  for _, f in ipairs(self.files) do os.remove(f) end
+end
+
+describe("the REPL on a terminal", function()
+  local _, tmux_missing = process.run("command -v tmux")
+  skip_if(tmux_missing ~= 0, "tmux is not installed (Debian package tmux); these specs drive the REPL through it")
+  local t
+  before_each(function() t = term.new() end)
+  after_each(function() t:stop() end)
+
+  it("a function typed over several lines continues the statement, then runs", function()
+    t:start()
+    t:line("function sq(v)", ">> ")
+    t:line("return v * v")
+    t:line("end")
+    local s = t:line("sq(7) + 0.5", "49.5")
+    assert.is_true(has(s, "> function sq(v)\n>> return v * v\n>> end\n"), s)
+  end)
+
+  it("an error prints its message and traceback and the session keeps its variables", function()
+    t:start()
+    t:line("kept = 41")
+    t:line("function boom() error('kernel said no') end")
+    local s = t:line("boom()", "stack traceback:")
+    assert.is_true(has(s, "stdin:1: kernel said no"), s)
+    assert.is_true(has(s, "in function 'boom'"), s)
+    s = t:line("kept + 1", "\n42\n")
+    assert.equal(t:pane("pane_dead"), "0", s)
+  end)
+
+  it("a bare expression prints tensors and tables legibly", function()
+    t:start()
+    local s = t:line("gs.tensor({{1, 2}, {3, 4}}), {a = 1}", "{ a = 1 }")
+    assert.is_true(has(s, "tensor([[1., 2.],\n        [3., 4.]], shape={2, 2}, dtype=f32, device=cpu)"), s)
+  end)
+
+  it(":help lists every op with its options and defaults", function()
+    t:start()
+    local s = t:line(":help", "gs.options holds this table")
+    for name in pairs(gs.options) do assert.is_true(has(s, "  " .. name .. "(logits"), name .. ":\n" .. s) end
+    assert.is_true(has(s, 'reduction="mean"'), s)
+    assert.is_true(has(s, "label_smoothing=0"), s)
+    assert.is_true(has(s, "ignore_index=-100"), s)
+  end)
+
+  it(":load runs a file in the session, :time prints a median, :reload keeps variables", function()
+    local file = os.tmpname()
+    t.files[#t.files + 1] = file
+    local f = assert(io.open(file, "w"))
+    f:write("loaded_value = 99\n")
+    f:close()
+    t:start()
+    t:line(":load " .. file)
+    t:line("loaded_value + 1", "\n100\n")
+    t:line(":time gs.randn({8, 64})", "median ")
+    t:line("logits = gs.randn({2, 5})")
+    t:line(":reload", "reloaded ")
+    local s = t:line("gs.cross_entropy(logits, gs.tensor({1, 3}, {dtype = 'i64'})):item() > 0", "\ntrue\n")
+    assert.is_true(has(s, "over "), s)
+  end)
+
+  it("without libedit it says so in one line and still reads input", function()
+    t:start({ GRADSPEC_LINEEDIT = "off" })
+    local s = t:expect("no line editing (GRADSPEC_LINEEDIT=off); reading plain lines")
+    t:line("function f()")
+    t:line("return 'plain' end")
+    s = t:line("f()", '"plain"')
+    assert.is_true(has(s, ">> "), s)
+  end)
+
+  describe("with libedit", function()
+    skip_if(not pcall(ffi.load, "libedit.so.2"), "libedit.so.2 cannot be loaded (Debian package libedit2)")
+
+    it("Tab completes gs.cr to gs.cross_entropy, a second Tab lists both, x:so completes to x:softmax", function()
+      t:start()
+      t:type("gs.cr")
+      t:keys("Tab")
+      t:expect("> gs.cross_entropy")
+      t:keys("Tab")
+      t:expect("gs.cross_entropy_backward")
+      t:keys("C-u")
+      t:line("x = gs.randn({2, 3})")
+      t:type("x:so")
+      t:keys("Tab")
+      t:expect("> x:softmax")
+      t:type("():sum(1)")
+      t:keys("Enter")
+      local s = t:expect("shape={2}, dtype=f64")
+      assert.is_true(has(s, "> x:softmax():sum(1)\ntensor([1."), s)
+    end)
+
+    it("history typed in one session comes back with Up in the next, and :quit exits 0", function()
+      t:start()
+      t:line("hist_marker = 1234")
+      t:line(":quit")
+      local dead, status = t:wait_exit()
+      assert.equal(dead, "1", "gradspec did not end on :quit")
+      assert.equal(status, "0")
+      t:tmux("kill-server")
+      t:start()
+      t:keys("Up")
+      t:expect("> :quit")
+      t:keys("Up")
+      t:expect("> hist_marker = 1234")
+      t:keys("Enter")
+      local s = t:line("hist_marker + 1", "\n1235\n")
+      assert.is_true(has(s, "1235"), s)
+    end)
+  end)
+end)
