@@ -17,6 +17,11 @@ end
 gs.options = ops.options
 gs.gradcheck = require("gradspec.gradcheck").gradcheck
 
+local gio, prop = require("gradspec.io"), require("gradspec.property")
+gs.load_npy, gs.save_npy = gio.load_npy, gio.save_npy
+gs.load_safetensors, gs.save_safetensors = gio.load_safetensors, gio.save_safetensors
+gs.property, gs.property_search = prop.property, prop.search
+
 gs.assert = setmetatable(require("gradspec.assert"), {
   -- assert(cond, msg) still works as Lua's own, and counts as an assertion.
   __call = function(self, cond, msg, ...)
