@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(build-essential cmake pkg-config luajit libluajit-5.1-dev libopenblas-dev libedit2 tmux python3)
+packages=(build-essential cmake pkg-config luajit libluajit-5.1-dev libopenblas-dev libedit2 tmux python3 libxml2-utils)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
