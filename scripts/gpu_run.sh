@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# One GPU run, end to end. Run ON the GPU machine, from the repository root:
+#
+#   scripts/gpu_run.sh [BUILD]        BUILD defaults to build-gpu
+#
+# Uses BUILD as it is when it holds the binaries (built elsewhere by
+# scripts/gpu_build.sh and carried over); otherwise configures and builds it
+# here, which needs CMake, nvcc, pkg-config, OpenBLAS and the LuaJIT
+# development files (libluajit-5.1-dev) on this machine.
+# Every log goes to ${OUT:-gpu-results}/. BENCH_ARGS adds benchmark options
+# (--sweep, --reps N); SANITIZER_TIMEOUT bounds the memcheck pass (seconds).
+set -u -o pipefail
+cd "$(dirname "$0")/.."
+BUILD=${1:-build-gpu}
+OUT=${OUT:-gpu-results}
+mkdir -p "$OUT"
+SUMMARY="$OUT/summary.log"
+: >"$SUMMARY"
+note() { echo "== $*" | tee -a "$SUMMARY"; }
+# A binary built against CUDA's shared libraries finds them here.
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+
+BENCH="$BUILD/bench_cross_entropy_cuda"
+if [ ! -x "$BENCH" ]; then
+  note "no binaries in $BUILD: building here (needs LuaJIT development files and OpenBLAS)"
+  if cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >"$OUT/build.log" 2>&1 &&
+     cmake --build "$BUILD" --target bench_cross_entropy_cuda -j"$(nproc)" >>"$OUT/build.log" 2>&1; then
+    cmake --build "$BUILD" --target gradspec -j"$(nproc)" >>"$OUT/build.log" 2>&1 ||
+      note "gradspec did not build here (see build.log)"
+  else
+    note "build failed (see $OUT/build.log; without LuaJIT, build here with scripts/gpu_build.sh and carry $BUILD)"
+  fi
+fi
+
+if command -v nvidia-smi >/dev/null; then
+  nvidia-smi 2>&1 | tee "$OUT/device.log"
+else
+  note "nvidia-smi not found"
+fi
+
+run_step() {  # name, log file, command...
+  local name=$1 log=$2
+  shift 2
+  "$@" 2>&1 | tee "$OUT/$log"
+  local rc=${PIPESTATUS[0]}
+  note "$name: exit $rc"
+  return 0
+}
+
+if [ -x "$BUILD/gradspec" ] && [ -d specs ] && ls specs/*_spec.lua >/dev/null 2>&1; then
+  run_step "gradspec specs (cuda)" specs.log "$BUILD/gradspec" run specs/ --tags cuda -v
+else
+  note "gradspec specs skipped: $BUILD/gradspec or specs/*_spec.lua missing"
+fi
+
+if [ -x "$BENCH" ]; then
+  run_step "bench --check" check.log "$BENCH" --check
+  grep -E '^check:' "$OUT/check.log" | tee -a "$SUMMARY"
+  grep -E '^FAIL' "$OUT/check.log" | head -40 | tee -a "$SUMMARY"
+  # shellcheck disable=SC2086
+  run_step "benchmark" bench.log "$BENCH" ${BENCH_ARGS:-}
+  SAN=/usr/local/cuda/bin/compute-sanitizer
+  command -v compute-sanitizer >/dev/null && SAN=$(command -v compute-sanitizer)
+  if [ -x "$SAN" ]; then
+    # The 8 GiB offset check is left out: under memcheck it would take minutes.
+    run_step "compute-sanitizer memcheck (--check --no-big)" memcheck.log \
+      timeout "${SANITIZER_TIMEOUT:-240}" "$SAN" --tool memcheck --error-exitcode 3 "$BENCH" --check --no-big
+    grep -E 'ERROR SUMMARY|^check:' "$OUT/memcheck.log" | tee -a "$SUMMARY"
+  else
+    note "compute-sanitizer not found: memcheck skipped"
+  fi
+else
+  note "$BENCH missing: nothing to run"
+fi
+note "logs in $OUT/"
