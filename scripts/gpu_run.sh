@@ -8,7 +8,8 @@
 # here, which needs CMake, nvcc, pkg-config, OpenBLAS and the LuaJIT
 # development files (libluajit-5.1-dev) on this machine.
 # Every log goes to ${OUT:-gpu-results}/. BENCH_ARGS adds benchmark options
-# (--sweep, --reps N); SANITIZER_TIMEOUT bounds the memcheck pass (seconds).
+# (--sweep, --reps N); SPECS_TIMEOUT and SANITIZER_TIMEOUT bound the specs
+# and the memcheck pass (seconds).
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 BUILD=${1:-build-gpu}
@@ -41,14 +42,16 @@ fi
 run_step() {  # name, log file, command...
   local name=$1 log=$2
   shift 2
+  local t0=$SECONDS
   "$@" 2>&1 | tee "$OUT/$log"
   local rc=${PIPESTATUS[0]}
-  note "$name: exit $rc"
+  note "$name: exit $rc ($((SECONDS - t0)) s)"
   return 0
 }
 
 if [ -x "$BUILD/gradspec" ] && [ -d specs ] && ls specs/*_spec.lua >/dev/null 2>&1; then
-  run_step "gradspec specs (cuda)" specs.log "$BUILD/gradspec" run specs/ --tags cuda -v
+  run_step "gradspec specs (cuda)" specs.log timeout "${SPECS_TIMEOUT:-300}" "$BUILD/gradspec" run specs/ --tags cuda -v
+  grep -E '^[0-9]+ passed' "$OUT/specs.log" | tee -a "$SUMMARY"
 else
   note "gradspec specs skipped: $BUILD/gradspec or specs/*_spec.lua missing"
 fi
