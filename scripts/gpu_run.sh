@@ -8,8 +8,8 @@
 # here, which needs CMake, nvcc, pkg-config, OpenBLAS and the LuaJIT
 # development files (libluajit-5.1-dev) on this machine.
 # Every log goes to ${OUT:-gpu-results}/. BENCH_ARGS adds benchmark options
-# (--sweep, --reps N); SPECS_TIMEOUT and SANITIZER_TIMEOUT bound the specs
-# and the memcheck pass (seconds).
+# (--sweep, --reps N); SPECS_TIMEOUT, CHECK_TIMEOUT, BENCH_TIMEOUT and
+# SANITIZER_TIMEOUT bound each step (seconds).
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 BUILD=${1:-build-gpu}
@@ -57,11 +57,11 @@ else
 fi
 
 if [ -x "$BENCH" ]; then
-  run_step "bench --check" check.log "$BENCH" --check
+  run_step "bench --check" check.log timeout "${CHECK_TIMEOUT:-600}" "$BENCH" --check
   grep -E '^check:' "$OUT/check.log" | tee -a "$SUMMARY"
   grep -E '^FAIL' "$OUT/check.log" | head -40 | tee -a "$SUMMARY"
   # shellcheck disable=SC2086
-  run_step "benchmark" bench.log "$BENCH" ${BENCH_ARGS:-}
+  run_step "benchmark" bench.log timeout "${BENCH_TIMEOUT:-600}" "$BENCH" ${BENCH_ARGS:-}
   SAN=/usr/local/cuda/bin/compute-sanitizer
   command -v compute-sanitizer >/dev/null && SAN=$(command -v compute-sanitizer)
   if [ -x "$SAN" ]; then
