@@ -110,33 +110,65 @@ describe("gradspec from a pipe", function()
 end)
 
 -- A REPL in a tmux pane: keys go in with send-keys, the screen comes back
--- with capture-pane. Each session has its own tmux server (-L), killed after.
+-- with capture-pane. Each term has its own tmux server on its own socket
+-- (-S), killed and removed after the it.
 local term = {}
 term.__index = term
 
-function term.new()
+-- history: the history file to use (default: a fresh one, removed by stop).
+function term.new(history)
   local tmp = os.tmpname()
-  return setmetatable({ socket = "gsrepl_" .. tmp:match("[^/]+$"), history = tmp, files = { tmp } }, term)
+  local socket, status = tmp .. ".tmux", tmp .. ".status"
+  return setmetatable({ socket = socket, history = history or tmp, status = status, files = { tmp, socket, status } }, term)
 end
 
 function term:tmux(args)
-  return process.run("tmux -L " .. self.socket .. " -f /dev/null " .. args)
+  return process.run("tmux -S " .. process.quote(self.socket) .. " -f /dev/null " .. args)
 end
 
--- env: extra environment for gradspec. remain-on-exit keeps the pane (and
--- its last screen) after gradspec ends, so the exit status can be read.
+-- env: extra environment for gradspec. Its exit status goes to a file (tmux
+-- can be slow to reap a pane's process), and remain-on-exit keeps the last
+-- screen for the failure message.
 function term:start(env)
   local parts = { "env", "GRADSPEC_HISTORY=" .. process.quote(self.history) }
   for k, v in pairs(env or {}) do parts[#parts + 1] = k .. "=" .. process.quote(v) end
   parts[#parts + 1] = process.quote(process.self_exe())
+  parts[#parts + 1] = "; echo $? > " .. process.quote(self.status)
   local out, code = self:tmux("new-session -d -s repl -x 100 -y 40 " .. process.quote(table.concat(parts, " ")) ..
     " \\; set-option -t repl remain-on-exit on")
   assert.equal(code, 0, "tmux new-session failed: " .. out)
-  self:expect("Ctrl-D quits.")
+  self:ready()
 end
 
 function term:screen()
   return (self:tmux("capture-pane -p -J -S - -t repl"))
+end
+
+-- Prompt lines on the screen: each line entered leaves one, and gradspec
+-- adds one when it is ready for the next (capture-pane drops the prompt's
+-- trailing space).
+local function prompts(s)
+  local n = 0
+  for line in s:gmatch("[^\n]*") do
+    if line:match("^>>?$") or line:match("^>>? ") then n = n + 1 end
+  end
+  return n, s:match("([^\n]*)%s*$"):match("^>>? ?$") ~= nil
+end
+
+-- Waits until at least n prompts show and the last line is a fresh one:
+-- keys typed before that would reach the terminal before libedit does and
+-- be echoed out of place.
+function term:ready(n)
+  local deadline = gs.now() + 6
+  local s = self:screen()
+  local count, fresh = prompts(s)
+  while not (fresh and count >= (n or 1)) and gs.now() < deadline do
+    os.execute("sleep 0.05")
+    s = self:screen()
+    count, fresh = prompts(s)
+  end
+  assert.is_true(fresh and count >= (n or 1), "no prompt came back:\n" .. s)
+  return s
 end
 
 -- Polls the screen for up to `seconds`; returns whether `text` showed, and the screen.
@@ -164,21 +196,35 @@ end
 
 function term:type(text) self:tmux("send-keys -t repl -l " .. process.quote(text)) end
 
--- Types a line and waits until gradspec prints `shows`.
+-- Presses Enter, waits until gradspec prints `shows` (when given) and
+-- prompts again; returns the screen.
+function term:enter(shows)
+  local before = prompts(self:screen())
+  self:keys("Enter")
+  if shows then self:expect(shows) end
+  return self:ready(before + 1)
+end
+
 function term:line(text, shows)
   self:type(text)
-  self:keys("Enter")
-  if shows then return self:expect(shows) end
+  return self:enter(shows)
 end
 
 function term:pane(field)
   return (self:tmux("display-message -p -t repl '#{" .. field .. "}'"):gsub("%s+$", ""))
 end
 
+-- gradspec's exit status once it has ended, or nil if it did not end.
 function term:wait_exit()
   local deadline = gs.now() + 6
-  while self:pane("pane_dead") ~= "1" and gs.now() <= deadline do os.execute("sleep 0.05") end
-  return self:pane("pane_dead"), self:pane("pane_dead_status")
+  repeat
+    local f = io.open(self.status, "r")
+    local status = f and f:read("*n")
+    if f then f:close() end
+    if status then return status end
+    os.execute("sleep 0.05")
+  until gs.now() > deadline
+  return nil
 end
 
 function term:stop()
@@ -189,9 +235,14 @@ end
 describe("the REPL on a terminal", function()
   local _, tmux_missing = process.run("command -v tmux")
   skip_if(tmux_missing ~= 0, "tmux is not installed (Debian package tmux); these specs drive the REPL through it")
-  local t
-  before_each(function() t = term.new() end)
-  after_each(function() t:stop() end)
+  local t, others
+  before_each(function()
+    t, others = term.new(), {}
+  end)
+  after_each(function()
+    t:stop()
+    for _, o in ipairs(others) do o:stop() end
+  end)
 
   it("a function typed over several lines continues the statement, then runs", function()
     t:start()
@@ -269,25 +320,24 @@ describe("the REPL on a terminal", function()
       t:keys("Tab")
       t:expect("> x:softmax")
       t:type("():sum(1)")
-      t:keys("Enter")
-      local s = t:expect("shape={2}, dtype=f64")
+      local s = t:enter("shape={2}, dtype=f64")
       assert.is_true(has(s, "> x:softmax():sum(1)\ntensor([1."), s)
     end)
 
     it("history typed in one session comes back with Up in the next, and :quit exits 0", function()
-      t:start()
-      t:line("hist_marker = 1234")
-      t:line(":quit")
-      local dead, status = t:wait_exit()
-      assert.equal(dead, "1", "gradspec did not end on :quit")
-      assert.equal(status, "0")
-      t:tmux("kill-server")
+      local first = term.new(t.history)
+      others[1] = first
+      first:start()
+      first:line("hist_marker = 1234")
+      first:type(":quit")
+      first:keys("Enter")
+      assert.equal(first:wait_exit(), 0, "gradspec did not end with status 0 on :quit:\n" .. first:screen())
       t:start()
       t:keys("Up")
       t:expect("> :quit")
       t:keys("Up")
       t:expect("> hist_marker = 1234")
-      t:keys("Enter")
+      t:enter()
       local s = t:line("hist_marker + 1", "\n1235\n")
       assert.is_true(has(s, "1235"), s)
     end)
