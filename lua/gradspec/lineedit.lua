@@ -69,16 +69,11 @@ end
 local Editor = {}
 Editor.__index = Editor
 
--- opts.history: file to read now and rewrite after each line (nil: none).
--- opts.complete(text, at_start, line): a list of candidates, each the whole
--- word completed; nil to let libedit complete a file name.
--- Returns the editor, or nil and why libedit cannot be used.
-function M.open(opts)
-  if editor then return editor end
-  if not declare() then return nil, "cannot declare the libedit functions" end
-  local ok, lib = pcall(ffi.load, opts.library or M.LIBRARY)
-  if not ok then return nil, tostring(lib) end
-  local ed = setmetatable({ lib = lib, history = opts.history, complete = opts.complete }, Editor)
+local HISTORY_SIZE = 1000
+
+-- Points libedit at our settings, callback and history; raises if the
+-- library lacks a symbol (GRADSPEC_LINEEDIT may name another library).
+local function setup(ed, lib)
   ed.name = ffi.new("char[?]", 9, "gradspec")
   ed.breaks = ffi.new("char[?]", #BREAK + 1, BREAK)
   lib.rl_readline_name = ed.name
@@ -88,16 +83,16 @@ function M.open(opts)
   -- Runs inside readline(): a Lua error must not unwind through libedit, so
   -- anything wrong becomes "no candidates".
   ed.callback = ffi.cast("lineedit_completion_fn *", function(text, start)
-    local okc, arr = pcall(function()
+    local ok, arr = pcall(function()
       local word = ffi.string(text)
       local line = lib.rl_line_buffer ~= nil and ffi.string(lib.rl_line_buffer) or word
-      local list = ed.complete and ed.complete(word, start == 0, line)
+      local list = ed.complete(word, start == 0, line)
       if list == nil then return nil end
       lib.rl_attempted_completion_over = 1
       if #list == 0 then return nil end
       return match_array(list)
     end)
-    if not okc then
+    if not ok then
       lib.rl_attempted_completion_over = 1
       return nil
     end
@@ -105,9 +100,25 @@ function M.open(opts)
   end)
   lib.rl_attempted_completion_function = ed.callback
   if ed.history then
-    lib.stifle_history(opts.history_size or 1000)
+    lib.stifle_history(HISTORY_SIZE)
     lib.read_history(ed.history)
   end
+end
+
+-- opts.library: the library to load (default libedit.so.2).
+-- opts.history: file to read now and rewrite after each line (nil: none).
+-- opts.complete(text, at_start, line): a list of candidates, each the whole
+-- word completed; nil to let libedit complete a file name.
+-- Returns the editor (the same one on later calls), or nil and why libedit
+-- cannot be used.
+function M.open(opts)
+  if editor then return editor end
+  if not declare() then return nil, "cannot declare the libedit functions" end
+  local ok, lib = pcall(ffi.load, opts.library or M.LIBRARY)
+  if not ok then return nil, tostring(lib) end
+  local ed = setmetatable({ lib = lib, history = opts.history, complete = opts.complete }, Editor)
+  local set, err = pcall(setup, ed, lib)
+  if not set then return nil, (tostring(err):gsub("^[^:]*:%d+: ", "")) end
   editor = ed
   return ed
 end

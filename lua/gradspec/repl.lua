@@ -47,7 +47,7 @@ local function format_table(t, pad, depth, seen)
   seen[t] = true
   local inner = pad .. "  "
   local items, n = {}, #t
-  for i = 1, n do items[#items + 1] = format(t[i], inner, depth + 1, seen) end
+  for i = 1, math.min(n, MAX_ITEMS + 1) do items[i] = format(t[i], inner, depth + 1, seen) end
   local keys = {}
   for k in pairs(t) do
     if not (type(k) == "number" and k >= 1 and k <= n and k == math.floor(k)) then keys[#keys + 1] = k end
@@ -121,9 +121,10 @@ end
 -- "x" alone prints x: the text is tried as an expression, then as a
 -- statement. The expression is an argument of pack, not returned directly,
 -- so that a call in it is no tail call and keeps its frame in a traceback.
+-- Returns f, err, and whether f is such an expression.
 local function compile(src, name)
   local f = loadstring("local pack = ... return pack(" .. src .. "\n)", name)
-  if f then return f, true end
+  if f then return f, nil, true end
   return loadstring(src, name)
 end
 
@@ -144,8 +145,9 @@ Commands:
   :time EXPR     run EXPR repeatedly and print the median time
   :reload        reload the gradspec Lua modules (variables are kept)
   :quit          leave (Ctrl-D too)
-An expression prints its value; an unfinished statement continues on the
-next line; Tab completes globals, fields (gs.cr) and methods (x:).
+An expression prints its value (and `_` keeps it); an unfinished statement
+continues on the next line; Tab completes globals, fields (gs.cr) and
+methods (x:). History: $GRADSPEC_HISTORY, else ~/.gradspec_history.
 ]]
 
 -- "name(a, b, opts)" from the function's own parameter names.
@@ -247,10 +249,11 @@ local function ours(name)
   return (name == "gradspec" or name:find("^gradspec%.") ~= nil) and not KEEP[name]
 end
 
--- Tensors already held in variables take the new class: their fields are
--- the same, and the new ops accept only tensors of their own class.
-local function adopt_tensors(v, old, new, dtypes, seen)
-  if type(v) ~= "table" or seen[v] then return 0 end
+-- Tensors already held in variables (or in tables a few levels down) take
+-- the new class: their fields are the same, and the new ops accept only
+-- tensors of their own class.
+local function adopt_tensors(v, old, new, dtypes, seen, depth)
+  if type(v) ~= "table" or seen[v] or depth > MAX_DEPTH then return 0 end
   seen[v] = true
   if getmetatable(v) == old then
     setmetatable(v, new)
@@ -258,7 +261,7 @@ local function adopt_tensors(v, old, new, dtypes, seen)
     return 1
   end
   local n = 0
-  for _, x in pairs(v) do n = n + adopt_tensors(x, old, new, dtypes, seen) end
+  for _, x in pairs(v) do n = n + adopt_tensors(x, old, new, dtypes, seen, depth + 1) end
   return n
 end
 
@@ -283,7 +286,7 @@ function Session:reload()
   local new = require("gradspec.tensor").Tensor
   local vars = {}
   for k, v in pairs(self.env) do if k ~= "gs" then vars[k] = v end end
-  local adopted = adopt_tensors(vars, old, new, require("gradspec.dtype"), {})
+  local adopted = adopt_tensors(vars, old, new, require("gradspec.dtype"), {}, 0)
   self.env.gs, self.env.assert = gs, gs.assert
   self.complete = require("gradspec.complete")
   print(string.format("reloaded %d modules; %d tensors in variables moved to them", count, adopted))
@@ -346,8 +349,7 @@ function Session:feed(line)
   if not self.buffer and line:match("^%s*:%a") then return self:command(line) end
   local src = self.buffer and (self.buffer .. "\n" .. line) or line
   if not src:match("%S") then self.buffer = nil return end
-  local f, err = compile(src, "=stdin")
-  local packed = err == true
+  local f, err, packed = compile(src, "=stdin")
   if not f and incomplete(err) then
     self.buffer = src
     return
@@ -361,8 +363,7 @@ function Session:feed(line)
 end
 
 function M.new()
-  local s = setmetatable({ env = require("gradspec.runner").spec_env(), complete = require("gradspec.complete") }, Session)
-  return s
+  return setmetatable({ env = require("gradspec.runner").spec_env(), complete = require("gradspec.complete") }, Session)
 end
 
 function M.interactive()
