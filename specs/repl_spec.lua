@@ -145,8 +145,8 @@ function term:screen()
 end
 
 -- Prompt lines on the screen: each line entered leaves one, and gradspec
--- adds one when it is ready for the next (capture-pane drops the prompt's
--- trailing space).
+-- adds one when it is ready for the next. Also whether the last line is a
+-- bare prompt (with or without its trailing space).
 local function prompts(s)
   local n = 0
   for line in s:gmatch("[^\n]*") do
@@ -233,8 +233,8 @@ function term:stop()
 end
 
 describe("the REPL on a terminal", function()
-  local _, tmux_missing = process.run("command -v tmux")
-  skip_if(tmux_missing ~= 0, "tmux is not installed (Debian package tmux); these specs drive the REPL through it")
+  local _, tmux_status = process.run("command -v tmux")
+  skip_if(tmux_status ~= 0, "tmux is not installed (Debian package tmux); these specs drive the REPL through it")
   local t, others
   before_each(function()
     t, others = term.new(), {}
