@@ -6,6 +6,7 @@
 
 #include "gs_types.h"
 #include "cross_entropy.h"
+#include "linear_cross_entropy.h"
 #include "gs_device.h"
 #include "mutants.h"
 
@@ -40,5 +41,9 @@ int gs_cpu_count(void);        /* kernels/cpu/parallel.c */
 const char *gs_self_exe(void);
 int gs_spawn_wait(const char *const *argv, double timeout_s, int *term_signal, int *timed_out);
 const char *gs_signal_name(int sig);
+
+/* SIGINT handling for the REPL (src/interrupt.c): 0 default, 1 interrupt
+ * the running Lua chunk with an error, 2 ignore (at the prompt). */
+void gs_interrupt_mode(int mode);
 
 #endif

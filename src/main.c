@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "host.h"
+
 /* out = a + b; 0 when it does not fit. */
 static int join(char *out, size_t len, const char *a, const char *b) {
   int n = snprintf(out, len, "%s%s", a, b);
@@ -61,6 +63,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   luaL_openlibs(L);
+  gs_host_set_lua_state(L);
 
   lua_getglobal(L, "package");
   lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;./?.lua", dir, dir);

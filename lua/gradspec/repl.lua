@@ -111,9 +111,16 @@ end
 
 -- Runs f in the session's globals: { n, ok, results... }. An expression
 -- compiled by compile() gets pack and returns its values packed.
+local interactive = false
+
 local function run(f, env, packed)
   setfenv(f, env)
+  local C = require("gradspec.ffi").C
+  -- Ctrl-C interrupts the chunk (an "interrupted" error) and the session
+  -- goes on; at the prompt it is ignored.
+  if interactive then C.gs_interrupt_mode(1) end
   local r = pack(xpcall(f, handler, pack))
+  if interactive then C.gs_interrupt_mode(2) end
   if packed and r[1] then return pack(true, unpack(r[2], 1, r[2].n)) end
   return r
 end
@@ -367,8 +374,10 @@ function M.new()
 end
 
 function M.interactive()
+  interactive = true
+  require("gradspec.ffi").C.gs_interrupt_mode(2)
   local s = M.new()
-  print("gradspec " .. s.env.gs.version .. ": Lua with the workbench as `gs`. :help lists commands and ops; Ctrl-D quits.")
+  print("gradspec " .. s.env.gs.version .. ": Lua with the workbench as `gs`. :help lists commands and ops; Ctrl-C interrupts; Ctrl-D or :quit leaves.")
   s:open_input()
   while not s.done do
     local line = s.read(s.buffer and ">> " or "> ")
