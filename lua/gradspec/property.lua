@@ -152,13 +152,17 @@ end
 -- d:bool(p): true with probability p (default 1/2); shrinks to false.
 function Source:bool(p)
   p = p or 0.5
-  return self:draw(1, function(rng) return rng:uniform() < p and 1 or 0 end) == 1
+  local v = self:draw(1, function(rng) return rng:uniform() < p and 1 or 0 end)
+  add_span(self, "choice", #self.record)
+  return v == 1
 end
 
 -- d:choice(list): an element; shrinks toward the first.
 function Source:choice(list)
   if type(list) ~= "table" or #list == 0 then error("d:choice: needs a non-empty list", 2) end
-  return list[self:draw(#list - 1) + 1]
+  local v = self:draw(#list - 1)
+  add_span(self, "choice", #self.record)
+  return list[v + 1]
 end
 
 local FRAC_BITS = 2 ^ 32
@@ -239,9 +243,13 @@ end
 -- d:dtype(list): default f32, bf16, f16.
 function Source:dtype(list) return self:choice(list or { "f32", "bf16", "f16" }) end
 
--- d:tensor(shape, {dtype, stride, lo, hi, nasty, nasty_values}): a host
--- tensor with every element drawn (floats by d:float, integers by d:int).
--- stride: a row stride, or pad = k for a stride of cols + d:int(0, k).
+-- d:tensor(shape, {dtype, stride, pad, lo, hi, nasty, nasty_values, fill,
+-- spikes}): a host tensor. By default every element is drawn (floats by
+-- d:float, integers by d:int): fine for small tensors, and each element
+-- shrinks on its own. fill = "random" is for large ones: one tape entry
+-- seeds uniform values in [lo, hi] (0: all zeros), then up to `spikes`
+-- (default 3) elements at drawn positions get d:float values (nasty ones
+-- included). stride: a row stride; pad = k: a stride of cols + d:int(0, k).
 function Source:tensor(shape, opts)
   opts = opts or {}
   local dt = dtypes.get(opts.dtype or "f32", "d:tensor: dtype")
@@ -251,11 +259,32 @@ function Source:tensor(shape, opts)
   local rows = #shape == 2 and shape[1] or 1
   local cols = #shape == 0 and 1 or shape[#shape]
   local p = t:data()
+  local lo, hi = opts.lo or -8, opts.hi or 8
+  local function put(r, c, x) C.gs_store(p, dt.code, r * t.stride + c, x) end
+  if opts.fill == "random" then
+    local seed = self:draw(2 ^ 31 - 1)
+    if seed > 0 and rows * cols > 0 then
+      local u = T.rand({ rows, cols }, { seed = seed, low = lo, high = hi, dtype = "f64" })
+      local up = u:ptr()
+      for r = 0, rows - 1 do
+        for c = 0, cols - 1 do
+          local x = up[r * cols + c]
+          put(r, c, dt.int and math.floor(x) or x)
+        end
+      end
+    end
+    local spikes = rows * cols > 0 and self:int(0, opts.spikes or 3) or 0
+    for _ = 1, spikes do
+      local r, c = self:int(0, rows - 1), self:int(0, cols - 1)
+      put(r, c, dt.int and self:int(lo, hi) or self:float(opts))
+    end
+    return t
+  elseif opts.fill ~= nil then
+    error("d:tensor: fill must be nil or \"random\", got " .. tostring(opts.fill), 2)
+  end
   for r = 0, rows - 1 do
     for c = 0, cols - 1 do
-      local x
-      if dt.int then x = self:int(opts.lo or -8, opts.hi or 8) else x = self:float(opts) end
-      C.gs_store(p, dt.code, r * t.stride + c, x)
+      put(r, c, dt.int and self:int(lo, hi) or self:float(opts))
     end
   end
   return t
@@ -272,7 +301,8 @@ local option_drawers = {
     return d:tensor({ ctx.v }, { dtype = "f32", lo = 0, hi = 2, nasty = 0.1, nasty_values = { 0, 1e-30, 1e4 } })
   end,
   label_smoothing = function(d) return d:float({ lo = 0, hi = 1, nasty = 0.2, nasty_values = { 1, 0.5 } }) end,
-  logit_scale = function(d) return d:float({ lo = -3, hi = 3, nasty = 0.2, nasty_values = { 0, 1e-3, 30 } }) end,
+  -- logit_scale must be finite and non-zero
+  logit_scale = function(d) return d:float({ lo = 0.25, hi = 4, nasty = 0.3, nasty_values = { -1, -2.5, 1e-3, 30 } }) end,
   softcap = function(d) return d:float({ lo = 0.5, hi = 50, nasty = 0.2, nasty_values = { 1e-3, 1e4 } }) end,
   lse_square_scale = function(d) return d:float({ lo = 0, hi = 1, nasty = 0.1, nasty_values = { 1e-4 } }) end,
   threads = function(d) return d:choice({ 1, 2, 3, 8 }) end,
@@ -338,10 +368,33 @@ local function tensor_text(t)
   local opts = string.format("{ dtype = %q", t.dtype)
   if t:dim() == 2 and t.stride ~= t.cols then opts = opts .. string.format(", stride = %d", t.stride) end
   opts = opts .. " }"
-  if t:numel() == 0 or t:numel() > MAX_PRINTED then
-    local shape = "{ " .. table.concat(t:shape(), ", ") .. " }"
-    return string.format("gs.zeros(%s, %s)%s", shape, opts,
-      t:numel() > 0 and string.format(" --[[ %d elements, too many to print ]]", t:numel()) or "")
+  local shape = "{ " .. table.concat(t:shape(), ", ") .. " }"
+  if t:numel() == 0 then return string.format("gs.zeros(%s, %s)", shape, opts) end
+  if t:numel() > MAX_PRINTED then
+    -- Too big to print: its range and its unusual elements, in a comment.
+    local h = t:to({ dtype = "f64", device = "cpu" }):contiguous()
+    local p, cols = h:ptr(), t.cols
+    local all_zero = true
+    for k = 0, t:numel() - 1 do
+      if p[k] ~= 0 then all_zero = false; break end
+    end
+    if all_zero then return string.format("gs.zeros(%s, %s)", shape, opts) end
+    local lo, hi, odd, nodd = math.huge, -math.huge, {}, 0
+    for k = 0, t:numel() - 1 do
+      local x = p[k]
+      if x ~= x or x == math.huge or x == -math.huge or (x ~= 0 and math.abs(x) < 1e-30) or math.abs(x) >= 1e4 then
+        nodd = nodd + 1
+        if #odd < 8 then
+          odd[#odd + 1] = string.format("[%s] = %s", t:dim() == 2 and (math.floor(k / cols) .. ", " .. k % cols) or k, number_text(x))
+        end
+      else
+        lo, hi = math.min(lo, x), math.max(hi, x)
+      end
+    end
+    return string.format("--[[ %s tensor %s%s: %d elements in [%s, %s]%s ]]", t.dtype, shape,
+      t.stride ~= t.cols and t:dim() == 2 and (", stride " .. t.stride) or "", t:numel(),
+      number_text(lo), number_text(hi),
+      nodd > 0 and string.format("; %d extreme: %s%s", nodd, table.concat(odd, ", "), nodd > #odd and ", ..." or "") or "")
   end
   local vals = t:totable()
   local function row(r) local s = {} for i, x in ipairs(r) do s[i] = number_text(x) end return "{ " .. table.concat(s, ", ") .. " }" end
@@ -476,13 +529,24 @@ local function shrink(generator, check, best, opts)
     return improved
   end
 
-  -- Lowers each entry by binary search (structure comes first on the tape,
-  -- so sizes and options shrink before the values that depend on them).
-  local function lower_entries()
+  -- The first entry of every int and choice span: sizes, options, flags.
+  local function structure()
+    local set = {}
+    for _, sp in ipairs(best.spans) do
+      if sp.kind == "int" or sp.kind == "choice" then set[sp.first] = true end
+    end
+    return set
+  end
+
+  -- Lowers each entry by binary search; structure_only: only sizes, options
+  -- and flags, a cheap first pass that makes everything after it smaller.
+  local function lower_entries(structure_only)
     local improved = false
     local i = 1
+    local only = structure_only and structure() or nil
     while i <= #best.tape and not exhausted() do
       local v = best.tape[i]
+      if only and not only[i] then v = 0 end
       if v > 0 then
         local c = copy(best.tape)
         c[i] = 0
@@ -497,6 +561,7 @@ local function shrink(generator, check, best, opts)
             if try(c) then improved = true; hi = mid else lo = mid end
           end
         end
+        if only then only = structure() end
       end
       i = i + 1
     end
@@ -513,13 +578,14 @@ local function shrink(generator, check, best, opts)
 
   -- A size drawn before a list: one less, with a run of drawn values
   -- deleted. Runs of 1 shorten a list; runs as long as another size (a
-  -- row of V values) take a row off a matrix.
+  -- row of V values) take a row off a matrix. A flag or choice turned off
+  -- with what it guarded deleted drops an option and its value.
   local function lower_and_delete()
     local improved = false
     local si, sizes = 1, 0
-    while si <= #best.spans and sizes < 16 and not exhausted() do
+    while si <= #best.spans and sizes < 32 and not exhausted() do
       local sz = best.spans[si]
-      if sz.kind == "int" and best.tape[sz.first] > 0 then
+      if (sz.kind == "int" or sz.kind == "choice") and best.tape[sz.first] > 0 then
         sizes = sizes + 1
         local runs, seen = { 1 }, { [1] = true }
         for _, sp in ipairs(best.spans) do
@@ -580,10 +646,11 @@ local function shrink(generator, check, best, opts)
 
   repeat
     local improved = false
+    if lower_entries(true) then improved = true end
     if zero_blocks() then improved = true end
-    if lower_entries() then improved = true end
-    if delete_blocks() then improved = true end
     if lower_and_delete() then improved = true end
+    if lower_entries(false) then improved = true end
+    if delete_blocks() then improved = true end
     if redistribute() then improved = true end
   until not improved or exhausted()
   return steps, tries, exhausted()
@@ -597,12 +664,12 @@ end
 -- { ok = true, runs } or { ok = false, run, seed, case, reason, original,
 -- original_reason, tape, shrink_steps, shrink_tries, shrink_exhausted }.
 -- opts: runs (100), seed (the run's seed, gs.get_seed()), max_shrinks
--- (2000 replays), shrink_time (30 s), max_draws (100000 per case),
+-- (5000 replays), shrink_time (30 s), max_draws (100000 per case),
 -- max_rejects (10 * runs), shrink (true).
 function P.search(generator, check, opts)
   opts = opts or {}
   local o = {
-    runs = opts.runs or 100, seed = opts.seed or T.get_seed(), max_shrinks = opts.max_shrinks or 2000,
+    runs = opts.runs or 100, seed = opts.seed or T.get_seed(), max_shrinks = opts.max_shrinks or 5000,
     shrink_time = opts.shrink_time or 30, max_draws = opts.max_draws or 100000, now = now,
   }
   if type(generator) ~= "function" or type(check) ~= "function" then
@@ -695,6 +762,41 @@ function P.message(name, res, fixed_seed)
   return table.concat(lines, "\n")
 end
 
+-- The tensors of a case by their path in it ("logits", "opts.weight").
+local function case_tensors(v, prefix, out, seen)
+  out, seen = out or {}, seen or {}
+  if type(v) ~= "table" or seen[v] then return out end
+  if T.is_tensor(v) then
+    out[prefix ~= "" and prefix or "case"] = v
+    return out
+  end
+  seen[v] = true
+  for k, x in pairs(v) do
+    case_tensors(x, prefix == "" and tostring(k) or (prefix .. "." .. tostring(k)), out, seen)
+  end
+  return out
+end
+
+-- With GRADSPEC_PROPERTY_SAVE=DIR, a failing case's tensors are written to
+-- DIR/NAME-seed-S.safetensors (the printed case in its metadata).
+local function save_case(name, res)
+  local dir = os.getenv("GRADSPEC_PROPERTY_SAVE")
+  local tensors = case_tensors(res.case, "")
+  if not next(tensors) then return nil end
+  if not dir or dir == "" then
+    for _, t in pairs(tensors) do
+      if t:numel() > MAX_PRINTED then
+        return "tensors: too large to print; set GRADSPEC_PROPERTY_SAVE=DIR to get them as a .safetensors file"
+      end
+    end
+    return nil
+  end
+  local file = string.format("%s/%s-seed-%s.safetensors", dir, (name:gsub("[^%w_%-]+", "_")), number_text(res.seed))
+  local ok, err = pcall(require("gradspec.io").save_safetensors, file, tensors, { case = P.format(res.case) })
+  if not ok then return "tensors: could not be saved: " .. tostring(err) end
+  return "tensors: saved to " .. file
+end
+
 -- gs.property(name, generator, check, opts): runs the property (see
 -- P.search for opts) and raises with the minimal failing case, the seed and
 -- a command line that reproduces it. Counts as one assertion.
@@ -704,7 +806,10 @@ function P.property(name, generator, check, opts)
   A.is_true(true) -- counts towards the running `it`
   local res = P.search(generator, check, opts)
   if res.ok then return res end
-  error(P.message(name, res, opts.seed ~= nil), 0)
+  local msg = P.message(name, res, opts.seed ~= nil)
+  local saved = save_case(name, res)
+  if saved then msg = msg .. "\n" .. saved end
+  error(msg, 0)
 end
 
 P.exports = { property = P.property, property_search = P.search }
