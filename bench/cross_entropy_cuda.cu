@@ -30,7 +30,7 @@ extern "C" {
 }
 
 // Test hooks of kernels/cuda/cross_entropy.cu (not part of the contract).
-extern "C" void gs_ce_cuda_tune(int mode, int chunk_bytes, int max_cluster, int threads);
+extern "C" void gs_ce_cuda_tune(int mode, int chunk_bytes, int max_cluster, int threads, int grid_cap);
 extern "C" const char *gs_ce_cuda_last_plan(void);
 
 namespace {
@@ -152,12 +152,12 @@ void ref_row(const RefIn &in, int64_t i, double *loss_i, double *lse_i, double *
     double smo = 0;
     if (in.eps > 0)
       for (int64_t j = 0; j < v; j++) smo += -(in.w ? in.w[j] : 1.0) * (z[j] - lse);
-    zl = in.lam * lse * lse;
+    zl = in.lam != 0 ? in.lam * lse * lse : 0.0;  // no z-loss term at all when lam = 0
     loss = (1 - in.eps) * nll + (in.eps > 0 ? in.eps / v * smo : 0.0) + zl;
   } else if (in.op == OP_LP) {
     loss = z[t] - lse;
   } else {
-    for (int64_t j = 0; j < v; j++) spz += p[j] == 0 ? 0.0 : p[j] * z[j];
+    for (int64_t j = 0; j < v; j++) spz += p[j] == 0 ? 0.0 : p[j] * z[j];  // p log p -> 0
     loss = lse - spz;
   }
   *loss_i = loss;
@@ -272,14 +272,19 @@ struct Case {
 
 struct Variant {
   const char *name;
-  int mode, chunk, maxk, threads;
+  int mode, chunk, maxk, threads, cap;
 };
+// Every case runs through each path: small chunks force clusters of up to 8
+// or 16 CTAs on small rows, and a cap of 3 clusters makes each loop over rows.
 const Variant kVariants[] = {
-    {"auto", 0, 0, 0, 0},
-    {"resident-k8", 1, 512, 8, 0},
-    {"resident-k16", 1, 512, 16, 64},
-    {"stream-k8", 2, 512, 8, 0},
-    {"stream-k1", 2, 1 << 30, 1, 0},
+    {"auto", 0, 0, 0, 0, 0},
+    {"resident-k8", 1, 512, 8, 0, 0},
+    {"resident-k16", 1, 512, 16, 64, 0},
+    {"resident2-k8-cap3", 3, 512, 8, 0, 3},
+    {"resident2-k1-cap3", 3, 1 << 20, 1, 0, 3},
+    {"resident-k1-cap3", 1, 1 << 20, 1, 0, 3},
+    {"stream-k8", 2, 512, 8, 0, 0},
+    {"stream-k1-cap3", 2, 1 << 30, 1, 0, 3},
 };
 
 struct DevMem {
@@ -414,7 +419,7 @@ void run_case(const Case &cs) {
   std::vector<float> first_loss;
   std::vector<unsigned char> first_grad;
   for (const Variant &var : kVariants) {
-    gs_ce_cuda_tune(var.mode, var.chunk, var.maxk, var.threads);
+    gs_ce_cuda_tune(var.mode, var.chunk, var.maxk, var.threads, var.cap);
     gs_cuda_memcpy(dx.p, xh.data(), n * ls * le, 0, &err);
     if (dg.p) gs_cuda_memset(dg.p, 0xff, dg.bytes, &err);  // poison: every written element must change it
     gs_cuda_memset(dloss.p, 0xff, dloss.bytes, &err);
@@ -525,7 +530,7 @@ void run_case(const Case &cs) {
   }
   // Determinism: the default plan again, bit for bit.
   if (variants_failed.empty() && !expect_bad && n > 0 && want_grad && !cs.inplace) {
-    gs_ce_cuda_tune(0, 0, 0, 0);
+    gs_ce_cuda_tune(0, 0, 0, 0, 0);
     gs_cuda_memcpy(dx.p, xh.data(), n * ls * le, 0, &err);
     gs_ce_args a;
     memset(&a, 0, sizeof a);
@@ -543,7 +548,7 @@ void run_case(const Case &cs) {
     // Backward and fused must agree bit for bit only when the first run was the fused one.
     if (cs.entry != ENTRY_FORWARD && gh != first_grad) variants_failed += "[not deterministic: grad bits differ] ";
   }
-  gs_ce_cuda_tune(0, 0, 0, 0);
+  gs_ce_cuda_tune(0, 0, 0, 0, 0);
   report(variants_failed.empty(), cs.name, variants_failed.empty() ? fmt("(worst %.3g of tolerance)", worst_all)
                                                                     : variants_failed);
 }
@@ -820,8 +825,8 @@ void big_check() {
   std::vector<int64_t> rows = {0, 1, 2, 8191, 8192, 8193, 12345, 16381, 16382, 16383};
   Rng rng(99);
   while (rows.size() < 40) rows.push_back((int64_t)(rng.next() % n));
-  for (int path = 0; path < 2; path++) {
-    gs_ce_cuda_tune(path == 0 ? 0 : 2, 0, 0, 0);
+  for (int path = 0; path < 3; path++) {
+    gs_ce_cuda_tune(path == 0 ? 0 : path == 1 ? 2 : 1, 0, 0, 0, 0);
     gs_ce_args a;
     memset(&a, 0, sizeof a);
     a.n = n; a.v = v; a.logits = dx.p; a.logits_dtype = GS_BF16; a.logits_stride = v;
@@ -877,7 +882,7 @@ void big_check() {
              fmt("(%.9g vs %.9g, status %d)", mean, want, (int)st));
     }
   }
-  gs_ce_cuda_tune(0, 0, 0, 0);
+  gs_ce_cuda_tune(0, 0, 0, 0, 0);
 }
 
 int run_check(bool big) {
@@ -912,18 +917,21 @@ int run_bench(bool sweep, int reps) {
   };
   struct Var {
     const char *name;
-    int mode, chunk, maxk, threads;
+    int mode, chunk, maxk, threads, cap;
   };
-  std::vector<Var> vars = {{"auto", 0, 0, 0, 0}};
+  std::vector<Var> vars = {{"auto", 0, 0, 0, 0, 0}};
   if (sweep) {
-    vars.push_back({"res32K", 1, 32 << 10, 0, 0});
-    vars.push_back({"res32K/t256", 1, 32 << 10, 0, 256});
-    vars.push_back({"res48K", 1, 48 << 10, 0, 0});
-    vars.push_back({"res64K/t128", 1, 64 << 10, 0, 128});
-    vars.push_back({"res96K", 1, 96 << 10, 0, 0});
-    vars.push_back({"res128K", 1, 128 << 10, 0, 0});
-    vars.push_back({"res64K/k16", 1, 64 << 10, 16, 0});
-    vars.push_back({"stream", 2, 0, 0, 0});
+    const Var more[] = {
+        {"r1:64K/t256", 1, 64 << 10, 0, 256, 0}, {"r1:32K/t128", 1, 32 << 10, 0, 128, 0},
+        {"r1:16K/t64", 1, 16 << 10, 0, 64, 0},   {"r1:16K/t128", 1, 16 << 10, 0, 128, 0},
+        {"r2:16K/t64", 3, 16 << 10, 0, 64, 0},   {"r2:16K/t128", 3, 16 << 10, 0, 128, 0},
+        {"r2:24K/t128", 3, 24 << 10, 0, 128, 0}, {"r2:32K/t128", 3, 32 << 10, 0, 128, 0},
+        {"r2:32K/t256", 3, 32 << 10, 0, 256, 0}, {"r2:48K/t256", 3, 48 << 10, 0, 256, 0},
+        {"r2:64K/t256", 3, 64 << 10, 0, 256, 0}, {"r2:32K/k16", 3, 32 << 10, 16, 0, 0},
+        {"r2:16K/k16", 3, 16 << 10, 16, 0, 0},   {"r1:32K/k16", 1, 32 << 10, 16, 0, 0},
+        {"stream", 2, 0, 0, 0, 0},
+    };
+    vars.insert(vars.end(), std::begin(more), std::end(more));
   }
   cudaEvent_t e0, e1;
   CK(cudaEventCreate(&e0));
@@ -955,7 +963,7 @@ int run_bench(bool sweep, int reps) {
     a.grad = dg.p; a.grad_dtype = c.d; a.grad_stride = c.v;
     gs_error err = {};
     for (const Var &var : vars) {
-      gs_ce_cuda_tune(var.mode, var.chunk, var.maxk, var.threads);
+      gs_ce_cuda_tune(var.mode, var.chunk, var.maxk, var.threads, var.cap);
       std::vector<float> tk;
       bool failed = false;
       for (int r = 0; r < reps + 3 && !failed; r++) {
@@ -991,7 +999,7 @@ int run_bench(bool sweep, int reps) {
       fflush(stdout);
       if (&var == &vars[0]) table.push_back(line);
     }
-    gs_ce_cuda_tune(0, 0, 0, 0);
+    gs_ce_cuda_tune(0, 0, 0, 0, 0);
     // Accuracy of the timed op's loss against float64 on the same data.
     gs_ce_forward_cuda(&a, &err);
     float loss = 0;

@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <mutex>
+#include <type_traits>
 
 extern "C" {
 #include "cross_entropy.h"
@@ -40,6 +41,10 @@ namespace {
 constexpr int kMaxThreads = 256;
 constexpr int kMaxWarps = kMaxThreads / 32;
 constexpr int kPrepBlocks = 128;
+// The automatic plan: resident chunks of about kAutoChunk bytes per CTA, in
+// kAutoBuffers buffers (2: the next row is prefetched during this one).
+constexpr int64_t kAutoChunk = 32 * 1024;
+constexpr int kAutoBuffers = 2;
 constexpr float kLog2e = 1.4426950408889634f;
 
 enum Op { OP_CE = 0, OP_LP = 1, OP_ENT = 2 };
@@ -66,6 +71,7 @@ struct Params {
   const float *weight;
   int64_t n, v;
   int64_t chunk;      // columns per CTA, a multiple of the vector width
+  int nbuf;           // resident mode: 2 = double-buffered (next row prefetched)
   int op;
   int reduction;
   float s, c, s_over_c, eps, lam;
@@ -229,6 +235,26 @@ __device__ __forceinline__ float block_max(float v, float (*red)[kMaxWarps]) {
   return m;
 }
 
+__device__ __forceinline__ void cp_async16(unsigned saddr, const void *g) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(saddr), "l"(g) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// Softcap: z = c tanh(y / c) and dz/dy = 1 - (z / c)^2, both from one
+// expm1 of -2|y/c|: 1 - tanh^2 computed as 4 (1 + m) / (2 + m)^2 does not
+// cancel where tanh nears 1, and tanh = -m / (2 + m) does not cancel near 0.
+__device__ __forceinline__ float softcap_z(float y, float c, float inv_c, float *sech2) {
+  const float a = y * inv_c;
+  const float m = expm1f(-2.f * fabsf(a));
+  const float den = 2.f + m;
+  if (sech2) *sech2 = 4.f * (1.f + m) / (den * den);
+  return copysignf(c * (-m / den), a);
+}
+
 __device__ __forceinline__ void cluster_arrive() { asm volatile("barrier.cluster.arrive.aligned;" ::: "memory"); }
 __device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.aligned;" ::: "memory"); }
 
@@ -277,9 +303,41 @@ __global__ void __launch_bounds__(kMaxThreads, GEN ? 1 : 3) ce_rows(Params p) {
   const bool smooth = p.op == OP_CE && p.eps > 0.f;
   const bool weighted_smooth = smooth && weight;
   const float s = p.s;
+  const float inv_c = softcap ? 1.f / p.c : 0.f;
+  // Double buffering: while a row is computed, the next row of this cluster
+  // is already on its way into the other buffer (cp.async groups, one per row).
+  const bool db = RES && p.nbuf == 2;
   bool pending = false;
 
-  for (int64_t row = blockIdx.x / K; row < p.n; row += nclusters) {
+  auto row_live = [&](int64_t r) {
+    if (!has_target) return true;
+    const int64_t tt = load_target(p.target, p.tgt64, r);
+    return !(tt == p.ignore || tt < 0 || tt >= p.v);
+  };
+  // The 16-byte part of a chunk goes by cp.async; a ragged tail, or a whole
+  // chunk that is not 16-byte aligned, by plain loads when the row is used.
+  auto chunk_src = [&](int64_t r) { return (const T *)p.logits + r * p.lstride + c0; };
+  auto fetch_async = [&](int64_t r, T *dst) {
+    const T *src = chunk_src(r);
+    if ((((uintptr_t)src) & 15) != 0) return;
+    const unsigned sbase = (unsigned)__cvta_generic_to_shared(dst);
+    const int nfull = clen / NV;
+    for (int vi = tid; vi < nfull; vi += nthr) cp_async16(sbase + vi * 16u, src + (int64_t)vi * NV);
+  };
+  auto fetch_rest = [&](int64_t r, T *dst) {
+    const T *src = chunk_src(r);
+    const int from = (((uintptr_t)src) & 15) == 0 ? clen / NV * NV : 0;
+    for (int j = from + tid; j < clen; j += nthr) dst[j] = src[j];
+  };
+
+  int64_t row = blockIdx.x / K;
+  int cur = 0;
+  if (db) {
+    if (row < p.n && row_live(row)) fetch_async(row, buf);
+    cp_async_commit();
+  }
+  for (; row < p.n; row += nclusters, cur ^= 1) {
+    T *const bcur = buf + (db ? cur * p.chunk : 0);
     const T *xrow = (const T *)p.logits + row * p.lstride;
     const T *xc = xrow + c0;
     char *grow = p.grad ? (char *)p.grad + row * p.gstride * (p.gdtype == GS_F32 ? 4 : 2) : nullptr;
@@ -291,6 +349,12 @@ __global__ void __launch_bounds__(kMaxThreads, GEN ? 1 : 3) ce_rows(Params p) {
     if (has_target) {
       t = load_target(p.target, p.tgt64, row);
       skip = t == p.ignore || t < 0 || t >= p.v;  // bad targets are reported by the prep kernel
+    }
+    if (db) {
+      __syncthreads();  // every thread is done with the other buffer (the previous row)
+      const int64_t nrow = row + nclusters;
+      if (nrow < p.n && row_live(nrow)) fetch_async(nrow, buf + (cur ^ 1) * p.chunk);
+      cp_async_commit();
     }
     if (skip) {
       if (grow) {
@@ -317,28 +381,25 @@ __global__ void __launch_bounds__(kMaxThreads, GEN ? 1 : 3) ce_rows(Params p) {
 
     const bool xaligned = (((uintptr_t)xc) & 15) == 0;
     if (RES) {
-      if (xaligned) {
-        const int nfull = clen / NV;
-        const unsigned sbase = (unsigned)__cvta_generic_to_shared(buf);
-        for (int vi = tid; vi < nfull; vi += nthr)
-          asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(sbase + vi * 16u), "l"(xc + (int64_t)vi * NV)
-                       : "memory");
-        for (int j = nfull * NV + tid; j < clen; j += nthr) buf[j] = xc[j];
-        asm volatile("cp.async.wait_all;\n" ::: "memory");
+      if (db) {
+        cp_async_wait<1>();  // this row's group; the next row's may still fly
       } else {
-        for (int j = tid; j < clen; j += nthr) buf[j] = xc[j];
+        fetch_async(row, bcur);
+        cp_async_commit();
+        cp_async_wait<0>();
       }
+      fetch_rest(row, bcur);
       __syncthreads();
     }
 
     auto load = [&](int vi, float *x, int nvalid) {
       if (RES) {
         if (nvalid == NV) {
-          Vec<T>::cvt(*(const uint4 *)(buf + vi * NV), x);
+          Vec<T>::cvt(*(const uint4 *)(bcur + vi * NV), x);
         } else {
           #pragma unroll
           for (int k = 0; k < NV; k++)
-            if (k < nvalid) x[k] = Vec<T>::one(buf, vi * NV + k);
+            if (k < nvalid) x[k] = Vec<T>::one(bcur, vi * NV + k);
         }
       } else {
         if (nvalid == NV && xaligned) {
@@ -351,47 +412,93 @@ __global__ void __launch_bounds__(kMaxThreads, GEN ? 1 : 3) ce_rows(Params p) {
       }
     };
     // z = s x, or c tanh(s x / c) with softcap.
-    auto zof = [&](float x) { return softcap ? p.c * tanhf(x * p.s_over_c) : x * s; };
+    auto zof = [&](float x) { return softcap ? softcap_z(x * s, p.c, inv_c, nullptr) : x * s; };
     // z - m with one rounding when there is no softcap.
-    auto dof = [&](float x, float m) { return softcap ? p.c * tanhf(x * p.s_over_c) - m : fmaf(x, s, -m); };
+    auto dof = [&](float x, float m) { return softcap ? softcap_z(x * s, p.c, inv_c, nullptr) - m : fmaf(x, s, -m); };
+
+    // Whole vectors in a loop whose lane count is a constant; the one ragged
+    // vector at the end of a chunk (if any) in a call of its own.
+    const int nfull = clen / NV, rem = clen - nfull * NV;
+    const int tail_tid = nfull % nthr;
+    auto for_vecs = [&](auto &&body) {
+#pragma unroll 2
+      for (int vi = tid; vi < nfull; vi += nthr) {
+        float x[NV];
+        load(vi, x, NV);
+        body(vi, x, NV);
+      }
+      if (rem && tid == tail_tid) {
+        float x[NV];
+        load(nfull, x, rem);
+        body(nfull, x, rem);
+      }
+    };
+    // The target's column relative to this chunk (-1 when elsewhere).
+    const int tloc = (t >= c0 && t < c0 + clen) ? (int)(t - c0) : -1;
 
     // Pass 1: this chunk's max. Lanes past the chunk never enter (masking
     // after the transform: a padded lane's z would not be -inf under softcap).
+    // Without softcap max(s x) = |s| max(sign(s) x), rounding being monotone.
     float mx = -INFINITY;
-    for (int vi = tid; vi < nvec; vi += nthr) {
-      float x[NV];
-      const int nvalid = min(NV, clen - vi * NV);
-      load(vi, x, nvalid);
+    if (softcap) {
+      for_vecs([&](int, const float *x, int nvalid) {
 #pragma unroll
-      for (int k = 0; k < NV; k++)
-        if (k < nvalid) mx = fmaxf(mx, zof(x[k]));
+        for (int k = 0; k < NV; k++)
+          if (k < nvalid) mx = fmaxf(mx, zof(x[k]));
+      });
+    } else if (s > 0.f) {
+      for_vecs([&](int, const float *x, int nvalid) {
+#pragma unroll
+        for (int k = 0; k < NV; k++)
+          if (k < nvalid) mx = fmaxf(mx, x[k]);
+      });
+      mx *= s;
+    } else {
+      for_vecs([&](int, const float *x, int nvalid) {
+#pragma unroll
+        for (int k = 0; k < NV; k++)
+          if (k < nvalid) mx = fmaxf(mx, -x[k]);
+      });
+      mx *= -s;
     }
     const float m = block_max(mx, red);
     const float msafe = m == -INFINITY ? 0.f : m;
 
-    // Pass 2: sums relative to this chunk's max.
+    // Pass 2: sums relative to this chunk's max. The smoothing sums are a
+    // compile-time choice so that the common loop carries no branch for them.
     float acc[4] = {0.f, 0.f, 0.f, 0.f};  // r, q, wd, ws
-    for (int vi = tid; vi < nvec; vi += nthr) {
-      float x[NV];
-      const int nvalid = min(NV, clen - vi * NV);
-      load(vi, x, nvalid);
-      const int64_t col0 = c0 + (int64_t)vi * NV;
-      const bool ht = (uint64_t)(t - col0) < (uint64_t)NV;
+    auto pass2 = [&](auto with_smooth) {
+      constexpr bool SM = decltype(with_smooth)::value;
+      for_vecs([&](int vi, const float *x, int nvalid) {
+        const int j0 = vi * NV;
+        const bool ht = (unsigned)(tloc - j0) < (unsigned)NV;
+        float e[NV];
 #pragma unroll
-      for (int k = 0; k < NV; k++) {
-        if (k < nvalid) {
-          const float d = dof(x[k], msafe);
-          const float e = ex2(d * kLog2e);
-          if (!(ht && col0 + k == t)) acc[0] += e;
-          if (is_ent) acc[1] += e > 0.f ? e * d : 0.f;
-          if (smooth) {
-            const float w = weighted_smooth ? weight[col0 + k] : 1.f;
-            acc[2] = fmaf(w, d, acc[2]);
-            acc[3] += w;
+        for (int k = 0; k < NV; k++) {
+          if (k < nvalid) {
+            const float d = dof(x[k], msafe);
+            e[k] = ex2(d * kLog2e);
+            if (is_ent) acc[1] += e[k] != 0.f ? e[k] * d : 0.f;  // p log p -> 0; NaN stays
+            if (SM) {
+              const float w = weighted_smooth ? weight[c0 + j0 + k] : 1.f;
+              acc[2] = fmaf(w, d, acc[2]);
+              acc[3] += w;
+            }
           }
         }
-      }
-    }
+        if (!ht) {
+#pragma unroll
+          for (int k = 0; k < NV; k++)
+            if (k < nvalid) acc[0] += e[k];
+        } else {
+#pragma unroll
+          for (int k = 0; k < NV; k++)
+            if (k < nvalid && j0 + k != tloc) acc[0] += e[k];
+        }
+      });
+    };
+    if (smooth) pass2(std::true_type());
+    else pass2(std::false_type());
     block_sum<4>(acc, red);
 
     // The last row's partial may still be read by the other CTAs until they
@@ -454,7 +561,12 @@ __global__ void __launch_bounds__(kMaxThreads, GEN ? 1 : 3) ce_rows(Params p) {
             gz = (float)((double)gz / p.ctrl->count);
           }
         }
-        const float chain_t = softcap ? s * (1.f - (zt / p.c) * (zt / p.c)) : s;
+        float chain_t = s;
+        if (softcap) {
+          float sech2;
+          softcap_z(xt * s, p.c, inv_c, &sech2);
+          chain_t = s * sech2;
+        }
         RowInfo ri;
         ri.ms = Ms;
         ri.gp = 0.f;
@@ -465,7 +577,7 @@ __global__ void __launch_bounds__(kMaxThreads, GEN ? 1 : 3) ce_rows(Params p) {
           const float nll = wt * nll0;
           // smo = sum_j w_j (lse - z_j) = W log S - sum_j w_j (z_j - max): two non-negative terms.
           const float smo = smooth ? W * logS - WD : 0.f;
-          zl = p.lam * lse * lse;
+          zl = p.lam != 0.f ? p.lam * lse * lse : 0.f;
           loss = (1.f - p.eps) * nll + (smooth ? (p.eps / V) * smo : 0.f) + zl;
           const float ze = smooth ? g * (p.eps / V) : 0.f;  // smoothing coefficient
           const float zz = p.lam != 0.f ? gz * 2.f * p.lam * lse : 0.f;
@@ -511,48 +623,45 @@ __global__ void __launch_bounds__(kMaxThreads, GEN ? 1 : 3) ce_rows(Params p) {
     const RowInfo ri = info;
     const float ms = ri.ms;
     const float aps = ri.ap * s, bws = ri.bw * s;
-    for (int vi = tid; vi < nvec; vi += nthr) {
-      float x[NV], gv[NV];
-      const int nvalid = min(NV, clen - vi * NV);
-      load(vi, x, nvalid);
-      const int64_t col0 = c0 + (int64_t)vi * NV;
+    for_vecs([&](int vi, const float *x, int nvalid) {
+      const int j0 = vi * NV;
+      float gv[NV];
 #pragma unroll
       for (int k = 0; k < NV; k++) {
-        float dz = 0.f, chain = s;
         if (softcap) {
-          const float z = p.c * tanhf(x[k] * p.s_over_c);
+          float sech2;
+          const float z = softcap_z(x[k] * s, p.c, inv_c, &sech2);
           const float d = z - ms;
           const float e = ex2(d * kLog2e);
-          const float u = z / p.c;
-          chain = s * (1.f - u * u);
+          float dz;
           if (is_ent) {
-            dz = e > 0.f ? e * ri.gp * (ri.qn - d) : 0.f;
+            dz = e != 0.f ? e * ri.gp * (ri.qn - d) : 0.f;
           } else {
-            const float w = (ri.bw != 0.f && weight && k < nvalid) ? weight[col0 + k] : 1.f;
+            const float w = (ri.bw != 0.f && weight && k < nvalid) ? weight[c0 + j0 + k] : 1.f;
             dz = fmaf(e, ri.ap, -ri.bw * w);
           }
+          gv[k] = dz * (s * sech2);
         } else {
           const float d = fmaf(x[k], s, -ms);
           const float e = ex2(d * kLog2e);
           if (is_ent) {
-            dz = e > 0.f ? e * ri.gp * (ri.qn - d) : 0.f;
+            gv[k] = (e != 0.f ? e * ri.gp * (ri.qn - d) : 0.f) * s;
           } else {
             // The chain factor s is folded into aps and bws.
-            const float w = (ri.bw != 0.f && weight && k < nvalid) ? weight[col0 + k] : 1.f;
-            dz = fmaf(e, aps, -bws * w);
-            chain = 1.f;
+            const float w = (ri.bw != 0.f && weight && k < nvalid) ? weight[c0 + j0 + k] : 1.f;
+            gv[k] = fmaf(e, aps, -bws * w);
           }
         }
-        gv[k] = dz * chain;
       }
-      if ((uint64_t)(t - col0) < (uint64_t)NV) {
+      if ((unsigned)(tloc - j0) < (unsigned)NV) {
 #pragma unroll
         for (int k = 0; k < NV; k++)
-          if (col0 + k == t) gv[k] = ri.dxt;
+          if (j0 + k == tloc) gv[k] = ri.dxt;
       }
-      store_grad<NV>(grow, p.gdtype, col0, gv, nvalid, galigned);
-    }
+      store_grad<NV>(grow, p.gdtype, c0 + j0, gv, nvalid, galigned);
+    });
   }
+  if (db) cp_async_wait<0>();
   if (pending) cluster_wait();  // our partial stays readable until every CTA has read it
 }
 
@@ -653,10 +762,11 @@ __global__ void __launch_bounds__(1024) ce_reduce(const float *rowbuf, int64_t n
 // Host side.
 
 struct Tune {
-  int mode = 0;          // 0 auto, 1 resident, 2 streaming
+  int mode = 0;          // 0 auto, 1 resident, 2 streaming, 3 resident double-buffered
   int chunk_bytes = 0;   // 0: default
   int max_cluster = 0;   // 0: default (8)
   int threads = 0;       // 0: from the chunk size
+  int grid_cap = 0;      // > 0: at most this many clusters (rows loop inside)
 };
 
 struct Plan {
@@ -665,6 +775,8 @@ struct Plan {
   int threads;
   size_t smem;
   bool resident;
+  int nbuf;
+  int max_clusters;  // co-resident clusters (occupancy); 0 unknown
 };
 
 // The occupancy query behind a plan costs host time; plans depend only on
@@ -762,7 +874,10 @@ void cluster_config(cudaLaunchConfig_t &cfg, cudaLaunchAttribute *attr, const Pl
 }
 
 cudaError_t launch_rows(RowKernel kern, const Plan &pl, Params p) {
-  const int64_t cap = INT_MAX / pl.k;
+  int64_t cap = INT_MAX / pl.k;
+  // Double-buffered CTAs are persistent: one wave, each looping over rows.
+  if (pl.nbuf == 2 && pl.max_clusters > 0 && pl.max_clusters < cap) cap = pl.max_clusters;
+  if (g_tune.grid_cap > 0 && g_tune.grid_cap < cap) cap = g_tune.grid_cap;
   const int64_t nclusters = p.n < cap ? p.n : cap;
   cudaLaunchConfig_t cfg;
   cudaLaunchAttribute attr[1];
@@ -771,7 +886,7 @@ cudaError_t launch_rows(RowKernel kern, const Plan &pl, Params p) {
   return cudaLaunchKernelExC(&cfg, (const void *)kern, args);
 }
 
-bool schedulable(RowKernel kern, const Plan &pl) {
+int schedulable(RowKernel kern, const Plan &pl) {
   cudaLaunchConfig_t cfg;
   cudaLaunchAttribute attr[1];
   cluster_config(cfg, attr, pl, (unsigned)pl.k);
@@ -779,9 +894,9 @@ bool schedulable(RowKernel kern, const Plan &pl) {
   cudaError_t e = cudaOccupancyMaxActiveClusters(&nc, (const void *)kern, &cfg);
   if (e != cudaSuccess) {
     cudaGetLastError();
-    return false;
+    return 0;
   }
-  return nc > 0;
+  return nc;
 }
 
 int threads_for(int64_t chunk, int vec) {
@@ -797,7 +912,7 @@ int threads_for(int64_t chunk, int vec) {
 
 // A plan of k CTAs per row (fewer when rounding the chunk to whole vectors
 // leaves the last ones empty).
-Plan make_plan(int64_t v, int esize, int vec, bool resident, int64_t k) {
+Plan make_plan(int64_t v, int esize, int vec, bool resident, int64_t k, int nbuf = 1) {
   Plan pl;
   int64_t chunk = (v + k - 1) / k;
   chunk = (chunk + vec - 1) / vec * vec;
@@ -805,7 +920,9 @@ Plan make_plan(int64_t v, int esize, int vec, bool resident, int64_t k) {
   pl.chunk = chunk;
   pl.threads = threads_for(chunk, vec);
   pl.resident = resident;
-  pl.smem = resident ? (size_t)(chunk * esize) : 0;
+  pl.nbuf = resident ? nbuf : 1;
+  pl.smem = resident ? (size_t)(chunk * esize * pl.nbuf) : 0;
+  pl.max_clusters = 0;
   return pl;
 }
 
@@ -819,12 +936,15 @@ Plan choose_plan(const DevState &d, int dt, bool gen, int64_t v) {
     return k < 1 ? (int64_t)1 : k > max_k ? (int64_t)max_k : k;
   };
   if (g_tune.mode != 2) {
-    // Resident: chunks of about the target size (64 KB: three CTAs per SM),
-    // more CTAs per row when that does not fit or schedule.
-    const int64_t target = g_tune.chunk_bytes > 0 ? g_tune.chunk_bytes : 64 * 1024;
+    // Resident: chunks of about the target size, more CTAs per row when that
+    // does not fit or schedule.
+    const int nbuf = g_tune.mode == 1 ? 1 : g_tune.mode == 3 ? 2 : kAutoBuffers;
+    const int64_t target = g_tune.chunk_bytes > 0 ? g_tune.chunk_bytes : kAutoChunk;
     for (int64_t k = first_k(target); k <= max_k; k++) {
-      Plan pl = make_plan(v, esize, vec, true, k);
-      if (pl.smem + 512 <= (size_t)d.smem_optin && schedulable(kernels[dt][1][gen], pl)) return pl;
+      Plan pl = make_plan(v, esize, vec, true, k, nbuf);
+      if (pl.smem + 512 > (size_t)d.smem_optin) continue;
+      pl.max_clusters = schedulable(kernels[dt][1][gen], pl);
+      if (pl.max_clusters > 0) return pl;
     }
   }
   // Streaming: chunks of about 256 KB keep a CTA busy.
@@ -945,9 +1065,10 @@ gs_status run(const gs_ce_args *a, Op op, int backward, gs_error *err) {
       d->plans[d->nplans++ % 32] = PlanCache{key, a->v, g_tune_gen, pl};
     }
     p.chunk = pl.chunk;
-    snprintf(g_last_plan, sizeof g_last_plan, "%s%s K=%d chunk=%lld threads=%d smem=%zu",
-             pl.resident ? "resident" : "streaming", gen ? "/general" : "", pl.k, (long long)pl.chunk,
-             pl.threads, pl.smem);
+    p.nbuf = pl.nbuf;
+    snprintf(g_last_plan, sizeof g_last_plan, "%s%s K=%d chunk=%lld threads=%d smem=%zu%s",
+             pl.resident ? (pl.nbuf == 2 ? "resident2" : "resident") : "streaming", gen ? "/general" : "", pl.k,
+             (long long)pl.chunk, pl.threads, pl.smem, g_tune.grid_cap > 0 ? " capped" : "");
     e = launch_rows(kernels[dt][pl.resident][gen], pl, p);
   }
   if (e == cudaSuccess && reduced) {
@@ -980,15 +1101,17 @@ gs_status gs_entropy_forward_cuda(const gs_ce_args *a, gs_error *err) { return r
 gs_status gs_entropy_backward_cuda(const gs_ce_args *a, gs_error *err) { return run(a, OP_ENT, 1, err); }
 
 // Benchmark and test hooks, not part of the contract: force a path
-// (mode 0 auto, 1 resident, 2 streaming), a chunk size in bytes, a cluster
-// limit and a block size; 0 keeps the default. gs_ce_cuda_last_plan says
+// (mode 0 auto, 1 resident, 2 streaming, 3 resident double-buffered), a
+// chunk size in bytes, a cluster limit, a block size and a cap on the
+// clusters launched (rows then loop inside); 0 keeps the default. gs_ce_cuda_last_plan says
 // what the last call ran.
-void gs_ce_cuda_tune(int mode, int chunk_bytes, int max_cluster, int threads) {
+void gs_ce_cuda_tune(int mode, int chunk_bytes, int max_cluster, int threads, int grid_cap) {
   std::lock_guard<std::mutex> lock(g_mu);
   g_tune.mode = mode;
   g_tune.chunk_bytes = chunk_bytes;
   g_tune.max_cluster = max_cluster;
   g_tune.threads = threads;
+  g_tune.grid_cap = grid_cap;
   g_tune_gen++;
 }
 
