@@ -2,7 +2,8 @@
 // CPU computation (--check), and the fused forward+backward timed against a
 // device-to-device copy of the logits (default).
 //
-//   bench_cross_entropy_cuda --check [--no-big]   correctness, PASS/FAIL lines
+//   bench_cross_entropy_cuda --check [--no-big] [--filter TEXT]
+//                                                  correctness, PASS/FAIL lines
 //   bench_cross_entropy_cuda [--sweep] [--reps N] timings
 //
 // Self-contained: the float64 reference below follows shared/LOSSES.md
@@ -885,8 +886,12 @@ void big_check() {
   gs_ce_cuda_tune(0, 0, 0, 0, 0);
 }
 
-int run_check(bool big) {
+int run_check(bool big, const char *filter) {
   std::vector<Case> cases = make_cases();
+  if (filter)
+    cases.erase(std::remove_if(cases.begin(), cases.end(),
+                               [&](const Case &c) { return c.name.find(filter) == std::string::npos; }),
+                cases.end());
   printf("check: %zu cases x %zu path variants against float64\n", cases.size(),
          sizeof kVariants / sizeof kVariants[0]);
   for (const Case &c : cases) run_case(c);
@@ -1052,14 +1057,16 @@ int run_bench(bool sweep, int reps) {
 
 int main(int argc, char **argv) {
   bool check = false, big = true, sweep = false;
+  const char *filter = nullptr;
   int reps = 20;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--check")) check = true;
     else if (!strcmp(argv[i], "--no-big")) big = false;
     else if (!strcmp(argv[i], "--sweep")) sweep = true;
+    else if (!strcmp(argv[i], "--filter") && i + 1 < argc) filter = argv[++i];
     else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = std::max(1, atoi(argv[++i]));
     else {
-      fprintf(stderr, "usage: %s [--check [--no-big]] [--sweep] [--reps N]\n", argv[0]);
+      fprintf(stderr, "usage: %s [--check [--no-big] [--filter TEXT]] [--sweep] [--reps N]\n", argv[0]);
       return 2;
     }
   }
@@ -1070,5 +1077,5 @@ int main(int argc, char **argv) {
   }
   char desc[256];
   if (gs_cuda_describe(desc, sizeof desc, &err) == GS_OK) printf("device: %s\n", desc);
-  return check ? run_check(big) : run_bench(sweep, reps);
+  return check ? run_check(big, filter) : run_bench(sweep, reps);
 }

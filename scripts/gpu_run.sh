@@ -9,7 +9,8 @@
 # development files (libluajit-5.1-dev) on this machine.
 # Every log goes to ${OUT:-gpu-results}/. BENCH_ARGS adds benchmark options
 # (--sweep, --reps N); SPECS_TIMEOUT, CHECK_TIMEOUT, BENCH_TIMEOUT and
-# SANITIZER_TIMEOUT bound each step (seconds).
+# SANITIZER_TIMEOUT bound each step (seconds). RACECHECK=1 adds a racecheck
+# pass over the check cases whose names contain RACECHECK_FILTER.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 BUILD=${1:-build-gpu}
@@ -22,6 +23,9 @@ note() { echo "== $*" | tee -a "$SUMMARY"; }
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 
 BENCH="$BUILD/bench_cross_entropy_cuda"
+for b in "$BENCH" "$BUILD/gradspec"; do
+  [ -x "$b" ] && ldd "$b" 2>&1 | grep -q "not found" && note "$b is missing shared libraries: $(ldd "$b" | grep "not found" | tr -s ' \t' ' ')"
+done
 if [ ! -x "$BENCH" ]; then
   note "no binaries in $BUILD: building here (needs LuaJIT development files and OpenBLAS)"
   if cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >"$OUT/build.log" 2>&1 &&
@@ -69,6 +73,12 @@ if [ -x "$BENCH" ]; then
     run_step "compute-sanitizer memcheck (--check --no-big)" memcheck.log \
       timeout "${SANITIZER_TIMEOUT:-240}" "$SAN" --tool memcheck --error-exitcode 3 "$BENCH" --check --no-big
     grep -E 'ERROR SUMMARY|^check:' "$OUT/memcheck.log" | tee -a "$SUMMARY"
+    if [ "${RACECHECK:-0}" = 1 ]; then
+      run_step "compute-sanitizer racecheck (--filter '${RACECHECK_FILTER:-V=4099}')" racecheck.log \
+        timeout "${SANITIZER_TIMEOUT:-240}" "$SAN" --tool racecheck --error-exitcode 3 "$BENCH" --check --no-big \
+        --filter "${RACECHECK_FILTER:-V=4099}"
+      grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|^check:' "$OUT/racecheck.log" | tee -a "$SUMMARY"
+    fi
   else
     note "compute-sanitizer not found: memcheck skipped"
   fi
