@@ -15,6 +15,8 @@ for _, name in ipairs({ "cross_entropy", "cross_entropy_backward", "log_probs", 
   gs[name] = ops[name]
 end
 gs.options = ops.options
+local lce = require("gradspec.linear_ce")
+gs.linear_cross_entropy, gs.linear_cross_entropy_backward = lce.linear_cross_entropy, lce.linear_cross_entropy_backward
 gs.gradcheck = require("gradspec.gradcheck").gradcheck
 
 local gio, prop = require("gradspec.io"), require("gradspec.property")

@@ -1,0 +1,384 @@
+// Linear cross entropy on the GPU (contract: kernels/linear_cross_entropy.h).
+//
+// The chunk loop of the CPU backend with cuBLAS: per chunk of rows,
+//   x   = h_c W^T (+ b)       cublasGemmEx, f32 compute, f32 logits
+//   G   = dLoss/dx            gs_ce_forward_cuda / backward_cuda; in place for
+//                             f32 inputs, else written in h's dtype to a second
+//                             chunk buffer (the GEMMs below take one input type)
+//   dh_c = alpha G W          straight into dh (each row is written once)
+//   dW  += alpha G^T h_c      into an f32 accumulator
+//   db  += alpha G^T 1        into an f32 accumulator
+// dW and db asked for in bf16 or f16 are accumulated in f32 scratch and
+// converted once at the end: added chunk by chunk in a 16-bit type, the
+// small contributions of later chunks would round away. Asked for in f32,
+// the outputs themselves accumulate. All work is on the legacy default
+// stream, like the cross-entropy kernels.
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <climits>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+#include <vector>
+
+extern "C" {
+#include "cross_entropy.h"
+#include "cross_entropy_check.h"
+#include "gs_device.h"
+#include "linear_cross_entropy.h"
+#include "linear_cross_entropy_plan.h"
+}
+
+extern "C" void gs_cuda_account(long long delta);
+extern "C" gs_status gs_cuda_fail(gs_error *err, cudaError_t e, const char *what);
+
+namespace {
+
+constexpr size_t kWorkspaceBytes = (size_t)32 << 20;  // cuBLAS's advice for Hopper
+
+struct PrepOut {
+  double d;        // sum of w[t_i] over non-ignored rows
+  double count;    // non-ignored rows
+  long long bad_row;
+  long long bad_value;
+};
+
+__device__ __forceinline__ float load_f(const void *p, int dt, int64_t k) {
+  if (dt == GS_F32) return ((const float *)p)[k];
+  if (dt == GS_BF16) return __bfloat162float(((const __nv_bfloat16 *)p)[k]);
+  return __half2float(((const __half *)p)[k]);
+}
+
+__device__ __forceinline__ void store_f(void *p, int dt, int64_t k, float x) {
+  if (dt == GS_F32) ((float *)p)[k] = x;
+  else if (dt == GS_BF16) ((__nv_bfloat16 *)p)[k] = __float2bfloat16_rn(x);
+  else ((__half *)p)[k] = __float2half_rn(x);
+}
+
+// One block: the lowest bad target, D and the count, summed in double in a
+// fixed order (the same bits on every run).
+__global__ void __launch_bounds__(1024) lce_prep(const void *target, int tgt64, int64_t ignore, int64_t n,
+                                                 int64_t v, const float *weight, PrepOut *out) {
+  __shared__ double sd[1024], sc[1024];
+  __shared__ long long sb[1024];
+  const int tid = threadIdx.x;
+  double d = 0.0, c = 0.0;
+  long long bad = LLONG_MAX;
+  for (int64_t i = tid; i < n; i += blockDim.x) {
+    const int64_t t = tgt64 ? ((const int64_t *)target)[i] : (int64_t)((const int32_t *)target)[i];
+    if (t == ignore) continue;
+    if (t < 0 || t >= v) {
+      if (i < bad) bad = i;
+      continue;
+    }
+    d += weight ? (double)weight[t] : 1.0;
+    c += 1.0;
+  }
+  sd[tid] = d;
+  sc[tid] = c;
+  sb[tid] = bad;
+  __syncthreads();
+  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+    if (tid < s) {
+      sd[tid] += sd[tid + s];
+      sc[tid] += sc[tid + s];
+      sb[tid] = min(sb[tid], sb[tid + s]);
+    }
+    __syncthreads();
+  }
+  if (tid == 0) {
+    out->d = sd[0];
+    out->count = sc[0];
+    out->bad_row = sb[0] == LLONG_MAX ? -1 : sb[0];
+    out->bad_value = sb[0] == LLONG_MAX ? 0
+                     : tgt64 ? ((const int64_t *)target)[sb[0]] : (long long)((const int32_t *)target)[sb[0]];
+  }
+}
+
+// Every row of the chunk's logits starts as the bias (then GEMM with beta = 1).
+__global__ void bias_rows(float *x, int64_t ld, int64_t rows, int64_t v, const void *bias, int bdt) {
+  const int64_t total = rows * v;
+  for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t r = k / v, j = k - r * v;
+    x[r * ld + j] = load_f(bias, bdt, j);
+  }
+}
+
+// dst (rows x cols, dtype dt, row stride) = src (f32, row stride), rounded to nearest even.
+__global__ void convert_rows(void *dst, int dt, int64_t dstride, const float *src, int64_t sstride, int64_t rows,
+                             int64_t cols) {
+  const int64_t total = rows * cols;
+  for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t r = k / cols, j = k - r * cols;
+    store_f(dst, dt, r * dstride + j, src[r * sstride + j]);
+  }
+}
+
+__global__ void fill_value(void *p, int dt, int64_t n, float x) {
+  for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < n; k += (int64_t)gridDim.x * blockDim.x)
+    store_f(p, dt, k, x);
+}
+
+__global__ void scale_values(float *p, int64_t n, float f) {
+  for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < n; k += (int64_t)gridDim.x * blockDim.x)
+    p[k] *= f;
+}
+
+unsigned grid_for(int64_t total) {
+  int64_t b = (total + 255) / 256;
+  return (unsigned)(b < 1 ? 1 : b > 65535 ? 65535 : b);
+}
+
+cudaDataType_t cuda_type(gs_dtype d) {
+  return d == GS_F32 ? CUDA_R_32F : d == GS_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+}
+
+struct DevState {
+  bool ready = false;
+  cublasHandle_t handle = nullptr;
+  void *workspace = nullptr;
+};
+
+std::mutex g_mu;
+DevState g_dev[16];
+
+gs_status blas_fail(gs_error *err, cublasStatus_t s, const char *what) {
+  err->arg = 0;
+  snprintf(err->msg, sizeof err->msg, "%s: %s (%s)", what, cublasGetStatusString(s), cublasGetStatusName(s));
+  return GS_ERR_CUDA;
+}
+
+gs_status init_device(DevState **out, gs_error *err) {
+  int dev = 0, count = 0;
+  cudaError_t e = cudaGetDeviceCount(&count);
+  if (e == cudaSuccess && count == 0) e = cudaErrorNoDevice;
+  if (e == cudaSuccess) e = cudaGetDevice(&dev);
+  if (e != cudaSuccess) return gs_cuda_fail(err, e, "no CUDA device");
+  if (dev < 0 || dev >= 16) return gs_cuda_fail(err, cudaErrorInvalidDevice, "device index");
+  DevState &d = g_dev[dev];
+  *out = &d;
+  if (d.ready) return GS_OK;
+  cublasStatus_t s = cublasCreate(&d.handle);
+  if (s != CUBLAS_STATUS_SUCCESS) return blas_fail(err, s, "cublasCreate");
+  // f32 accumulation everywhere, also inside GEMMs with 16-bit outputs.
+  s = cublasSetMathMode(d.handle, CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION);
+  if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetStream(d.handle, 0);
+  if (s != CUBLAS_STATUS_SUCCESS) return blas_fail(err, s, "cublas setup");
+  // The workspace comes from the accounted allocator so that peaks show it.
+  gs_status st = gs_cuda_malloc(&d.workspace, kWorkspaceBytes, err);
+  if (st != GS_OK) return st;
+  s = cublasSetWorkspace(d.handle, d.workspace, kWorkspaceBytes);
+  if (s != CUBLAS_STATUS_SUCCESS) return blas_fail(err, s, "cublasSetWorkspace");
+  d.ready = true;
+  return GS_OK;
+}
+
+// Device scratch of one call, freed on every path.
+struct Scratch {
+  std::vector<void *> ptrs;
+  ~Scratch() {
+    for (void *p : ptrs) gs_cuda_free(p);
+  }
+  gs_status take(void **p, size_t bytes, gs_error *err) {
+    gs_status st = gs_cuda_malloc(p, bytes, err);
+    if (st == GS_OK && *p) ptrs.push_back(*p);
+    return st;
+  }
+};
+
+// Row-major GEMMs through column-major cuBLAS: a row-major M is the
+// column-major M^T, so C = A B is computed as C^T = B^T A^T.
+struct Blas {
+  cublasHandle_t h;
+  gs_error *err;
+  gs_status gemm(const char *what, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n, int64_t k,
+                 float alpha, const void *a, gs_dtype adt, int64_t lda, const void *b, int64_t ldb, float beta,
+                 void *c, cudaDataType_t ct, int64_t ldc) {
+    cublasStatus_t s = cublasGemmEx(h, ta, tb, (int)m, (int)n, (int)k, &alpha, a, cuda_type(adt), (int)lda, b,
+                                    cuda_type(adt), (int)ldb, &beta, c, ct, (int)ldc, CUBLAS_COMPUTE_32F,
+                                    CUBLAS_GEMM_DEFAULT);
+    return s == CUBLAS_STATUS_SUCCESS ? GS_OK : blas_fail(err, s, what);
+  }
+};
+
+gs_status check(cudaError_t e, gs_error *err, const char *what) {
+  return e == cudaSuccess ? GS_OK : gs_cuda_fail(err, e, what);
+}
+
+gs_status zero_rows(void *p, gs_dtype dt, int64_t rows, int64_t cols, int64_t stride, gs_error *err) {
+  if (!p || rows == 0 || cols == 0) return GS_OK;
+  const size_t es = gs_lce_dtype_size(dt);
+  return check(cudaMemset2D(p, stride * es, 0, cols * es, rows), err, "cudaMemset2D");
+}
+
+// No row counts (n = 0 or every target ignored): loss 0 (NaN under mean, as
+// PyTorch), every gradient 0, no GEMM.
+gs_status nothing_counts(const gs_lce_args *a, const gs_lce_plan *p, gs_error *err) {
+  gs_status st = GS_OK;
+  if (p->want_loss) {
+    if (a->reduction == GS_REDUCE_NONE) {
+      st = zero_rows(a->loss, GS_F32, 1, a->n, a->n, err);
+    } else {
+      const float r = a->reduction == GS_REDUCE_MEAN ? NAN : 0.f;
+      st = check(cudaMemcpy(a->loss, &r, sizeof r, cudaMemcpyHostToDevice), err, "writing the loss");
+    }
+    if (st == GS_OK) st = zero_rows(a->lse, GS_F32, 1, a->n, a->n, err);
+    if (st == GS_OK) st = zero_rows(a->z_loss, GS_F32, 1, a->n, a->n, err);
+  }
+  if (st == GS_OK) st = zero_rows(a->dh, a->dh_dtype, a->n, a->hidden, a->dh_stride, err);
+  if (st == GS_OK) st = zero_rows(a->dw, a->dw_dtype, a->v, a->hidden, a->dw_stride, err);
+  if (st == GS_OK) st = zero_rows(a->db, a->db_dtype, 1, a->v, a->v, err);
+  if (st == GS_OK) st = check(cudaDeviceSynchronize(), err, "zeroing the outputs");
+  return st;
+}
+
+gs_status check_dtypes(const gs_lce_args *a, gs_error *err) {
+  const gs_dtype t = a->h_dtype;
+  if (a->dh && a->dh_dtype != t && a->dh_dtype != GS_F32) {
+    char ok[48];
+    snprintf(ok, sizeof ok, "dh in h's dtype or f32");
+    return gs_lce_dtype_error(err, "dh", a->dh_dtype, "cuda", ok);
+  }
+  if (a->v > INT_MAX || a->hidden > INT_MAX || a->h_stride > INT_MAX || a->w_stride > INT_MAX ||
+      (a->dh && a->dh_stride > INT_MAX) || (a->dw && a->dw_stride > INT_MAX)) {
+    err->arg = "W";
+    snprintf(err->msg, sizeof err->msg, "sizes and strides above 2^31 - 1 are not supported by cuBLAS");
+    return GS_ERR_ARG;
+  }
+  return GS_OK;
+}
+
+gs_status run(const gs_lce_args *a, int backward, gs_error *err) {
+  gs_status st = gs_lce_check_args(a, backward, 0, err);
+  if (st == GS_OK) st = check_dtypes(a, err);
+  if (st != GS_OK) return st;
+  std::lock_guard<std::mutex> lock(g_mu);
+  DevState *dev = nullptr;
+  if ((st = init_device(&dev, err)) != GS_OK) return st;
+  Blas blas{dev->handle, err};
+  Scratch scratch;
+  const int64_t n = a->n, hd = a->hidden, v = a->v;
+  const gs_dtype t = a->h_dtype;
+  const size_t ts = gs_lce_dtype_size(t);
+
+  // Targets first: an error before anything is written, and the global D.
+  PrepOut prep = {0, 0, -1, 0};
+  if (n > 0) {
+    PrepOut *dprep = nullptr;
+    if ((st = scratch.take((void **)&dprep, sizeof *dprep, err)) != GS_OK) return st;
+    lce_prep<<<1, 1024>>>(a->target, a->target_dtype == GS_I64, a->ignore_index, n, v, a->weight, dprep);
+    st = check(cudaMemcpy(&prep, dprep, sizeof prep, cudaMemcpyDeviceToHost), err, "target scan");
+    if (st != GS_OK) return st;
+    if (prep.bad_row >= 0) return gs_ce_target_error(err, prep.bad_row, prep.bad_value, v);
+  }
+  const bool per_row = a->grad_output && a->grad_output_n != 1;
+  float go = 1.f;
+  if (a->grad_output && !per_row && (a->dh || a->dw || a->db)) {
+    st = check(cudaMemcpy(&go, a->grad_output, sizeof go, cudaMemcpyDeviceToHost), err, "reading grad_output");
+    if (st != GS_OK) return st;
+  }
+  gs_lce_plan p;
+  gs_lce_plan_init(&p, a, backward, prep.d, prep.count, go);
+  if (prep.count == 0) return nothing_counts(a, &p, err);
+
+  const int64_t c = a->chunk_rows > 0 ? (a->chunk_rows < n ? a->chunk_rows : n) : gs_lce_default_chunk_rows(n, v, 1);
+  const int64_t nchunks = (n + c - 1) / c;
+  const int64_t ldx = (v + 7) / 8 * 8;  // 32-byte rows for the vector loads
+  float *x = nullptr;
+  void *g = nullptr, *ones = nullptr;
+  float *dw32 = (float *)a->dw, *db32 = (float *)a->db, *sums = nullptr;
+  int64_t ldw = a->dw_stride;
+  if ((st = scratch.take((void **)&x, (size_t)(c * ldx) * sizeof(float), err)) != GS_OK) return st;
+  if (p.want_grad && t != GS_F32 && (st = scratch.take(&g, (size_t)(c * ldx) * ts, err)) != GS_OK) return st;
+  if (p.want_grad && t == GS_F32) g = x;  // in place
+  if (a->dw && a->dw_dtype != GS_F32) {
+    ldw = hd;
+    if ((st = scratch.take((void **)&dw32, (size_t)(v * hd) * sizeof(float), err)) != GS_OK) return st;
+  }
+  if (a->db && a->db_dtype != GS_F32 && (st = scratch.take((void **)&db32, (size_t)v * sizeof(float), err)) != GS_OK)
+    return st;
+  if (a->db) {
+    if ((st = scratch.take(&ones, (size_t)c * ts, err)) != GS_OK) return st;
+    fill_value<<<grid_for(c), 256>>>(ones, t, c, 1.f);
+  }
+  if (p.want_loss && a->reduction != GS_REDUCE_NONE &&
+      (st = scratch.take((void **)&sums, (size_t)nchunks * sizeof(float), err)) != GS_OK)
+    return st;
+  if ((st = check(cudaGetLastError(), err, "setup kernels")) != GS_OK) return st;
+
+  const float alpha = (float)p.alpha;
+  for (int64_t i0 = 0, k = 0; i0 < n; i0 += c, k++) {
+    const int64_t rows = n - i0 < c ? n - i0 : c;
+    const void *hc = (const char *)a->h + i0 * a->h_stride * (int64_t)ts;
+    float beta = 0.f;
+    if (a->bias) {
+      bias_rows<<<grid_for(rows * v), 256>>>(x, ldx, rows, v, a->bias, a->bias_dtype);
+      if ((st = check(cudaGetLastError(), err, "bias")) != GS_OK) return st;
+      beta = 1.f;
+    }
+    // x^T (v x rows) = W (v x hd) h_c^T: W is the column-major hd x v matrix, transposed.
+    st = blas.gemm("cublasGemmEx (logits)", CUBLAS_OP_T, CUBLAS_OP_N, v, rows, hd, 1.f, a->w, t, a->w_stride, hc,
+                   a->h_stride, beta, x, CUDA_R_32F, ldx);
+    if (st != GS_OK) return st;
+
+    gs_ce_args ce;
+    gs_lce_chunk_args(&ce, a, &p, i0, rows, x, GS_F32, ldx, g, t, ldx, sums ? sums + k : nullptr);
+    st = p.want_loss ? gs_ce_forward_cuda(&ce, err) : gs_ce_backward_cuda(&ce, err);
+    if (st != GS_OK) return st;
+    if (p.want_loss && a->z_loss && p.zl_fix != 1.0) {
+      scale_values<<<grid_for(rows), 256>>>((float *)a->z_loss + i0, rows, (float)p.zl_fix);
+      if ((st = check(cudaGetLastError(), err, "z_loss")) != GS_OK) return st;
+    }
+    if (!p.want_grad) continue;
+
+    const float acc = i0 == 0 ? 0.f : 1.f;  // the first chunk overwrites the accumulators
+    if (a->dh) {
+      // dh_c^T (hd x rows) = W^T (hd x v) G^T (v x rows)
+      void *dhc = (char *)a->dh + i0 * a->dh_stride * (int64_t)gs_lce_dtype_size(a->dh_dtype);
+      st = blas.gemm("cublasGemmEx (dh)", CUBLAS_OP_N, CUBLAS_OP_N, hd, rows, v, alpha, a->w, t, a->w_stride, g,
+                     ldx, 0.f, dhc, cuda_type(a->dh_dtype), a->dh_stride);
+      if (st != GS_OK) return st;
+    }
+    if (a->dw) {
+      // dW^T (hd x v) += h_c^T (hd x rows) G (rows x v)
+      st = blas.gemm("cublasGemmEx (dW)", CUBLAS_OP_N, CUBLAS_OP_T, hd, v, rows, alpha, hc, t, a->h_stride, g, ldx,
+                     acc, dw32, CUDA_R_32F, ldw);
+      if (st != GS_OK) return st;
+    }
+    if (a->db) {
+      // db (v x 1) += G^T (v x rows) 1 (rows x 1)
+      st = blas.gemm("cublasGemmEx (db)", CUBLAS_OP_N, CUBLAS_OP_N, v, 1, rows, alpha, g, t, ldx, ones, rows, acc,
+                     db32, CUDA_R_32F, v);
+      if (st != GS_OK) return st;
+    }
+  }
+  if (a->dw && a->dw_dtype != GS_F32)
+    convert_rows<<<grid_for(v * hd), 256>>>(a->dw, a->dw_dtype, a->dw_stride, dw32, hd, v, hd);
+  if (a->db && a->db_dtype != GS_F32) convert_rows<<<grid_for(v), 256>>>(a->db, a->db_dtype, v, db32, v, 1, v);
+  if ((st = check(cudaGetLastError(), err, "converting dW, db")) != GS_OK) return st;
+  if (sums) {
+    std::vector<float> host((size_t)nchunks);
+    st = check(cudaMemcpy(host.data(), sums, host.size() * sizeof(float), cudaMemcpyDeviceToHost), err, "chunk losses");
+    if (st != GS_OK) return st;
+    double total = 0;
+    for (float s : host) total += s;
+    const float loss = (float)(total / p.loss_div);
+    st = check(cudaMemcpy(a->loss, &loss, sizeof loss, cudaMemcpyHostToDevice), err, "writing the loss");
+    if (st != GS_OK) return st;
+  }
+  return check(cudaDeviceSynchronize(), err, "linear cross-entropy");
+}
+
+}  // namespace
+
+extern "C" {
+
+gs_status gs_lce_forward_cuda(const gs_lce_args *a, gs_error *err) { return run(a, 0, err); }
+gs_status gs_lce_backward_cuda(const gs_lce_args *a, gs_error *err) { return run(a, 1, err); }
+
+}  // extern "C"
