@@ -43,6 +43,7 @@ typedef __m256 vf;
 
 static inline vf vdup(float x) { return _mm256_set1_ps(x); }
 static inline vf vload(const float *p) { return _mm256_load_ps(p); }
+static inline vf vloadu(const float *p) { return _mm256_loadu_ps(p); }
 static inline void vstore(float *p, vf x) { _mm256_store_ps(p, x); }
 static inline vf vadd(vf a, vf b) { return _mm256_add_ps(a, b); }
 static inline vf vsub(vf a, vf b) { return _mm256_sub_ps(a, b); }
@@ -50,11 +51,10 @@ static inline vf vmul(vf a, vf b) { return _mm256_mul_ps(a, b); }
 static inline vf vfma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }   /* a b + c */
 static inline vf vfms(vf a, vf b, vf c) { return _mm256_fmsub_ps(a, b, c); }   /* a b - c */
 static inline vf vfnma(vf a, vf b, vf c) { return _mm256_fnmadd_ps(a, b, c); } /* c - a b */
-static inline vf vmax(vf a, vf b) { return _mm256_max_ps(a, b); }
-/* MAXPS returns its second operand when either is NaN: a NaN x survives. */
+/* MAXPS returns its second operand when either is NaN: the order picks
+ * whether a NaN x is dropped (running max) or kept (clamp). */
+static inline vf vmax_dropnan(vf acc, vf x) { return _mm256_max_ps(x, acc); }
 static inline vf vmax_keepnan(vf lo, vf x) { return _mm256_max_ps(lo, x); }
-static inline vf vnan_flag(vf flag, vf x) { return _mm256_or_ps(flag, _mm256_cmp_ps(x, x, _CMP_UNORD_Q)); }
-static inline int vany(vf flag) { return _mm256_movemask_ps(flag) != 0; }
 static inline vf vkeep_ge(vf x, vf t) { return _mm256_and_ps(_mm256_cmp_ps(x, t, _CMP_GE_OQ), x); } /* else 0 */
 
 static inline float vsum(vf x) {
@@ -76,61 +76,66 @@ static inline vf vtail(vf x, int n, float fill) {
   return _mm256_blendv_ps(vdup(fill), x, keep);
 }
 
-/* exp(t) = 2^k exp(r), t = k ln2 + r with |r| <= ln2/2 (ln2 split in two so
- * that r is exact), exp(r) by Cephes' expf polynomial: about 1 ulp. */
-static inline vf exp_reduced(vf t, __m256i *k) {
-  vf kf = _mm256_round_ps(vmul(t, vdup(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+/* exp(t) = 2^k exp(r), t = k ln2 + r with |r| <= ln2/2. Adding 1.5 * 2^23 + bias
+ * rounds t/ln2 to the integer k and leaves k + bias in the low mantissa bits;
+ * ln2 is split in two so that r is exact; exp(r) = 1 + r + r^2 q(r) with q a
+ * degree-4 fit of relative error 3e-9 on that interval: about 1 ulp in all. */
+#define EXP_ROUND 12582912.0f /* 1.5 * 2^23 */
+static inline vf exp_poly(vf t, vf kf) {
   vf r = vfnma(kf, vdup(0.693359375f), t);
   r = vfnma(kf, vdup(-2.12194440e-4f), r);
-  vf y = vdup(1.9875691500e-4f);
-  y = vfma(y, r, vdup(1.3981999507e-3f));
-  y = vfma(y, r, vdup(8.3334519073e-3f));
-  y = vfma(y, r, vdup(4.1665795894e-2f));
-  y = vfma(y, r, vdup(1.6666665459e-1f));
-  y = vfma(y, r, vdup(5.0000001201e-1f));
-  *k = _mm256_cvtps_epi32(kf);
-  return vadd(vfma(y, vmul(r, r), r), vdup(1.0f));
+  vf y = vdup(1.381462556e-3f);
+  y = vfma(y, r, vdup(8.368710056e-3f));
+  y = vfma(y, r, vdup(4.166838899e-2f));
+  y = vfma(y, r, vdup(1.666652113e-1f));
+  y = vfma(y, r, vdup(4.999999404e-1f));
+  y = vfma(y, r, vdup(1.0f));
+  return vfma(y, r, vdup(1.0f));
 }
 
-static inline vf pow2i(__m256i k) {
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k, _mm256_set1_epi32(127)), 23));
-}
+#define EXP_LO (-88.0f)     /* k = -127 here: 2^k has a zero exponent field, so the result is 0 */
+#define EXP_HI 88.72283935f /* ln(FLT_MAX): above it, inf */
+#define LOG2E 1.44269504088896341f
 
-#define EXP_LO (-87.33654475f) /* ln(FLT_MIN): below it the result is flushed to 0 */
-#define EXP_HI 88.72283935f    /* ln(FLT_MAX): above it, inf */
-
-/* exp for softmax arguments (x <= 0, where 2^k never overflows); -inf -> 0, NaN stays. */
+/* exp for softmax arguments (x <= 0, so 2^k never overflows). Results below
+ * FLT_MIN (x < -87.3) may flush to 0; -inf gives 0; NaN stays NaN. */
 static inline vf vexp_neg(vf x) {
-  __m256i k;
-  vf y = exp_reduced(vmax_keepnan(vdup(EXP_LO), x), &k);
-  y = vmul(y, pow2i(k));
-  return _mm256_andnot_ps(_mm256_cmp_ps(x, vdup(EXP_LO), _CMP_LT_OQ), y);
+  const vf round = vdup(EXP_ROUND + 127.0f);
+  vf t = vmax_keepnan(vdup(EXP_LO), x);
+  vf j = vfma(t, vdup(LOG2E), round);
+  vf scale = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(j), 23)); /* 2^k */
+  return vmul(exp_poly(t, vsub(j, round)), scale);
 }
 
-/* exp over the whole f32 range; 2^k is applied in two halves so k = 128 works. */
+/* exp over the whole f32 range (k up to 128, applied as two halves of 2^k). */
 static inline vf vexp_full(vf x) {
-  __m256i k;
+  const vf round = vdup(EXP_ROUND);
   vf t = vmax_keepnan(vdup(EXP_LO), _mm256_min_ps(vdup(EXP_HI), x));
-  vf y = exp_reduced(t, &k);
-  __m256i half = _mm256_srai_epi32(k, 1);
-  y = vmul(vmul(y, pow2i(half)), pow2i(_mm256_sub_epi32(k, half)));
-  y = _mm256_andnot_ps(_mm256_cmp_ps(x, vdup(EXP_LO), _CMP_LT_OQ), y);
+  vf j = vfma(t, vdup(LOG2E), round);
+  vf y = exp_poly(t, vsub(j, round));
+  __m256i k = _mm256_sub_epi32(_mm256_castps_si256(j), _mm256_castps_si256(round));
+  __m256i half = _mm256_srai_epi32(k, 1), bias = _mm256_set1_epi32(127);
+  vf a = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(half, bias), 23));
+  vf b = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(k, half), bias), 23));
+  y = vmul(vmul(y, a), b);
+  y = _mm256_andnot_ps(_mm256_cmp_ps(x, vdup(-87.33654475f), _CMP_LT_OQ), y);
   return _mm256_blendv_ps(y, vdup(INFINITY), _mm256_cmp_ps(x, vdup(EXP_HI), _CMP_GT_OQ));
 }
 
-/* tanh(y), and its derivative 1 - tanh(y)^2 in *d. Below |y| = 0.625,
- * Cephes' odd polynomial, and 1 - t^2 >= 0.69 does not cancel. Above, with
+/* tanh(y), and its derivative 1 - tanh(y)^2 in *d. Below |y| = 0.625, an
+ * odd polynomial y + y^3 P(y^2) (relative error 4e-9), and 1 - t^2 >= 0.69
+ * does not cancel. Above, with
  * e = exp(-2|y|) <= 0.29: tanh = (1 - e)/(1 + e) and 1 - tanh^2 = 4e/(1 + e)^2,
  * which neither cancel (1 - t^2 from a rounded t near 1 would) nor overflow;
  * y = -inf gives -1 and 0. */
 static inline vf vtanh_d(vf y, vf *d) {
   const vf sign = vdup(-0.0f), one = vdup(1.0f);
   vf a = _mm256_andnot_ps(sign, y), y2 = vmul(y, y);
-  vf p = vdup(-5.70498872745e-3f);
-  p = vfma(p, y2, vdup(2.06390887954e-2f));
-  p = vfma(p, y2, vdup(-5.37397155531e-2f));
-  p = vfma(p, y2, vdup(1.33314422036e-1f));
-  p = vfma(p, y2, vdup(-3.33332819422e-1f));
+  vf p = vdup(-5.7049733587e-3f);
+  p = vfma(p, y2, vdup(2.0639074966e-2f));
+  p = vfma(p, y2, vdup(-5.3739711642e-2f));
+  p = vfma(p, y2, vdup(1.3331441581e-1f));
+  p = vfma(p, y2, vdup(-3.3333280683e-1f));
   vf t_small = vfma(vmul(p, y2), y, y);
   vf e = vexp_neg(vmul(vdup(-2.0f), a)), q = vadd(one, e);
   vf t_big = _mm256_or_ps(_mm256_div_ps(vsub(one, e), q), _mm256_and_ps(sign, y));
@@ -146,19 +151,32 @@ ALWAYS_INLINE vf vload_x(const void *row, gs_dtype dt, int64_t j) {
   return _mm256_cvtph_ps(h);
 }
 
-/* f32 -> bf16 round to nearest even, NaN kept quiet: gs_f32_to_bf16, 8 at a time. */
-static inline __m128i bf16_pack(vf x) {
+/* f32 -> bf16 round to nearest even, NaN kept quiet (gs_f32_to_bf16): the
+ * bf16 bits end up in the low half of each 32-bit lane. */
+static inline __m256i bf16_round(vf x) {
   __m256i u = _mm256_castps_si256(x);
   __m256i hi = _mm256_srli_epi32(u, 16);
   __m256i bias = _mm256_add_epi32(_mm256_and_si256(hi, _mm256_set1_epi32(1)), _mm256_set1_epi32(0x7fff));
   __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, bias), 16);
   __m256i qnan = _mm256_or_si256(hi, _mm256_set1_epi32(0x40));
-  r = _mm256_blendv_epi8(r, qnan, _mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_UNORD_Q)));
-  r = _mm256_packus_epi32(r, r);
-  return _mm256_castsi256_si128(_mm256_permute4x64_epi64(r, 0x08));
+  return _mm256_blendv_epi8(r, qnan, _mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_UNORD_Q)));
 }
 
-/* nt: streaming store (the caller checked the alignment). */
+/* 8 or 16 values as 16-bit halves; packus works within 128-bit lanes, the
+ * qword permute puts them back in order. */
+static inline __m128i half_pack8(vf x, gs_dtype dt) {
+  if (dt == GS_F16) return _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256i r = bf16_round(x);
+  return _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08));
+}
+
+static inline __m256i half_pack16(vf a, vf b, gs_dtype dt) {
+  if (dt == GS_F16) return _mm256_set_m128i(half_pack8(b, dt), half_pack8(a, dt));
+  return _mm256_permute4x64_epi64(_mm256_packus_epi32(bf16_round(a), bf16_round(b)), 0xd8);
+}
+
+/* Gradient stores of 8 (vstore_g) or 16 (vstore_g2) values at element j of a
+ * row; nt: streaming stores (the caller checked the alignment). */
 ALWAYS_INLINE void vstore_g(void *row, gs_dtype dt, int64_t j, vf x, int nt) {
   if (dt == GS_F32) {
     float *d = (float *)row + j;
@@ -166,10 +184,20 @@ ALWAYS_INLINE void vstore_g(void *row, gs_dtype dt, int64_t j, vf x, int nt) {
     else _mm256_storeu_ps(d, x);
     return;
   }
-  __m128i h = dt == GS_BF16 ? bf16_pack(x) : _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m128i *d = (__m128i *)((uint16_t *)row + j);
-  if (nt) _mm_stream_si128(d, h);
-  else _mm_storeu_si128(d, h);
+  if (nt) _mm_stream_si128(d, half_pack8(x, dt));
+  else _mm_storeu_si128(d, half_pack8(x, dt));
+}
+
+ALWAYS_INLINE void vstore_g2(void *row, gs_dtype dt, int64_t j, vf a, vf b, int nt) {
+  if (dt == GS_F32) {
+    vstore_g(row, dt, j, a, nt);
+    vstore_g(row, dt, j + VW, b, nt);
+    return;
+  }
+  __m256i *d = (__m256i *)((uint16_t *)row + j);
+  if (nt) _mm256_stream_si256(d, half_pack16(a, b, dt));
+  else _mm256_storeu_si256(d, half_pack16(a, b, dt));
 }
 
 static inline void stream_fence(void) { _mm_sfence(); }
@@ -180,6 +208,7 @@ typedef float vf;
 
 static inline vf vdup(float x) { return x; }
 static inline vf vload(const float *p) { return *p; }
+static inline vf vloadu(const float *p) { return *p; }
 static inline void vstore(float *p, vf x) { *p = x; }
 static inline vf vadd(vf a, vf b) { return a + b; }
 static inline vf vsub(vf a, vf b) { return a - b; }
@@ -187,10 +216,8 @@ static inline vf vmul(vf a, vf b) { return a * b; }
 static inline vf vfma(vf a, vf b, vf c) { return fmaf(a, b, c); }
 static inline vf vfms(vf a, vf b, vf c) { return fmaf(a, b, -c); }
 static inline vf vfnma(vf a, vf b, vf c) { return fmaf(-a, b, c); }
-static inline vf vmax(vf a, vf b) { return a > b ? a : b; }
+static inline vf vmax_dropnan(vf acc, vf x) { return x > acc ? x : acc; }
 static inline vf vmax_keepnan(vf lo, vf x) { return x < lo ? lo : x; }
-static inline vf vnan_flag(vf flag, vf x) { return isnan(x) ? 1.0f : flag; }
-static inline int vany(vf flag) { return flag != 0; }
 static inline vf vkeep_ge(vf x, vf t) { return x >= t ? x : 0.0f; }
 static inline float vsum(vf x) { return x; }
 static inline float vhmax(vf x) { return x; }
@@ -206,6 +233,11 @@ static inline float x_at(const void *row, gs_dtype dt, int64_t j);
 static inline void g_put(void *row, gs_dtype dt, int64_t j, float g);
 ALWAYS_INLINE vf vload_x(const void *row, gs_dtype dt, int64_t j) { return x_at(row, dt, j); }
 ALWAYS_INLINE void vstore_g(void *row, gs_dtype dt, int64_t j, vf x, int nt) { (void)nt; g_put(row, dt, j, x); }
+ALWAYS_INLINE void vstore_g2(void *row, gs_dtype dt, int64_t j, vf a, vf b, int nt) {
+  (void)nt;
+  g_put(row, dt, j, a);
+  g_put(row, dt, j + 1, b);
+}
 static inline void stream_fence(void) {}
 #endif
 
@@ -261,6 +293,7 @@ typedef struct {
 
 typedef struct {
   float m;     /* row max (0 under the LSE_NO_MAX mutant) */
+  float zt;    /* the target's z */
   double s;    /* sum_j exp(z_j - m) */
   double log_s;
   double s2;   /* entropy: sum_j exp(z_j - m) (z_j - m) */
@@ -268,93 +301,94 @@ typedef struct {
   float r;     /* the first chunk's max: near the logits, so that lin does not cancel */
 } row_stats;
 
-/* z = s x, or c tanh(s x / c) with softcap. pre_cap stops at y = s x / c:
- * the gradient pass takes both tanh and its derivative from y. */
-ALWAYS_INLINE vf transform(const plan *p, vf x, int pre_cap) {
-  if (p->c > 0) {
-    vf y = vmul(x, vdup(p->s_over_c)), d;
-    return pre_cap ? y : vmul(vdup(p->c), vtanh_d(y, &d));
-  }
-  return vmul(x, vdup(p->s));
+/* What load_chunk makes of x: z = s x; z = c tanh(s x / c) (softcap); or,
+ * for the softcap chain of pass 2, y = s x / c, of which it takes both tanh
+ * and its derivative. */
+enum { Z_SCALED, Z_CAPPED, Y_PRE_CAP };
+
+ALWAYS_INLINE vf transform(vf x, vf mul, vf c, int mode) {
+  if (mode == Z_SCALED || mode == Y_PRE_CAP) return vmul(x, mul);
+  vf d;
+  return vmul(c, vtanh_d(vmul(x, mul), &d));
 }
 
 /* z = transform(x[j0, j0 + n)) into z, padded to whole vectors with -inf.
  * The padding is set after the softcap, which would turn -inf into -c.
- * Returns the chunk max, NaN if any z is NaN (a max alone would drop it). */
-ALWAYS_INLINE float load_chunk_dt(const plan *p, const char *row, int64_t j0, int64_t n, float *z, int pre_cap,
-                                  gs_dtype dt) {
-  vf mx = vdup(-INFINITY), nan = vdup(0);
+ * Returns the chunk max over the values that are not NaN (NaN reaches the
+ * sums through exp instead). mul and c are locals: through p, every store to
+ * z would force them to be reloaded. */
+ALWAYS_INLINE float load_chunk_dt(const char *row, int64_t j0, int64_t n, float *z, float mul_s, float cap,
+                                  gs_dtype dt, int mode) {
+  const vf mul = vdup(mul_s), c = vdup(cap);
+  vf mx = vdup(-INFINITY);
   int64_t j = 0;
   for (; j + VW <= n; j += VW) {
-    vf zz = transform(p, vload_x(row, dt, j0 + j), pre_cap);
+    vf zz = transform(vload_x(row, dt, j0 + j), mul, c, mode);
     vstore(z + j, zz);
-    mx = vmax(mx, zz);
-    nan = vnan_flag(nan, zz);
+    mx = vmax_dropnan(mx, zz);
   }
   if (j < n) {
     _Alignas(32) float tmp[VW] = {0};
     for (int64_t k = 0; j + k < n; k++) tmp[k] = x_at(row, dt, j0 + j + k);
-    vf zz = vtail(transform(p, vload(tmp), pre_cap), (int)(n - j), -INFINITY);
+    vf zz = vtail(transform(vload(tmp), mul, c, mode), (int)(n - j), -INFINITY);
     vstore(z + j, zz);
-    mx = vmax(mx, zz);
-    nan = vnan_flag(nan, zz);
+    mx = vmax_dropnan(mx, zz);
   }
-  return vany(nan) ? NAN : vhmax(mx);
+  return vhmax(mx);
 }
 
+ALWAYS_INLINE float load_chunk_as(const plan *p, const char *row, int64_t j0, int64_t n, float *z, gs_dtype dt,
+                                  int mode) {
+  switch (mode) {
+  case Z_SCALED: return load_chunk_dt(row, j0, n, z, p->s, 0, dt, Z_SCALED);
+  case Z_CAPPED: return load_chunk_dt(row, j0, n, z, p->s_over_c, p->c, dt, Z_CAPPED);
+  default: return load_chunk_dt(row, j0, n, z, p->s_over_c, 0, dt, Y_PRE_CAP);
+  }
+}
+
+/* pre_cap: y = s x / c rather than z (softcap only). */
 static float load_chunk(const plan *p, const char *row, int64_t j0, int64_t n, float *z, int pre_cap) {
+  const int mode = p->c > 0 ? (pre_cap ? Y_PRE_CAP : Z_CAPPED) : Z_SCALED;
   switch (p->xdt) {
-  case GS_BF16: return load_chunk_dt(p, row, j0, n, z, pre_cap, GS_BF16);
-  case GS_F16: return load_chunk_dt(p, row, j0, n, z, pre_cap, GS_F16);
-  default: return load_chunk_dt(p, row, j0, n, z, pre_cap, GS_F32);
+  case GS_BF16: return load_chunk_as(p, row, j0, n, z, GS_BF16, mode);
+  case GS_F16: return load_chunk_as(p, row, j0, n, z, GS_F16, mode);
+  default: return load_chunk_as(p, row, j0, n, z, GS_F32, mode);
   }
 }
 
-ALWAYS_INLINE void store_chunk_dt(char *row, gs_dtype dt, int64_t j0, int64_t n, const float *out, int nt) {
-  int64_t j = 0;
-  for (; j + VW <= n; j += VW) vstore_g(row, dt, j0 + j, vload(out + j), nt);
-  for (; j < n; j++) g_put(row, dt, j0 + j, out[j]);
-}
-
-static void store_chunk(const plan *p, char *row, int64_t j0, int64_t n, const float *out, int nt) {
-  switch (p->gdt) {
-  case GS_BF16: store_chunk_dt(row, GS_BF16, j0, n, out, nt); break;
-  case GS_F16: store_chunk_dt(row, GS_F16, j0, n, out, nt); break;
-  default: store_chunk_dt(row, GS_F32, j0, n, out, nt); break;
-  }
-}
-
-static float z_at(const plan *p, const char *row, int64_t j) {
-  _Alignas(32) float z[VW];
-  load_chunk(p, row, j, 1, z, 0);
-  return z[0];
-}
-
-/* sum_j exp(z_j - m) of a row so far, the terms >= 1/2 apart from the rest:
- * the max adds exactly 1, and in f32 small terms added to it would vanish,
- * yet 1 - p_t of a near-certain target is made of them. */
+/* sum_j exp(z_j - m) of a row so far. With split, the terms >= 1/2 are kept
+ * apart: the max adds exactly 1, and in f32 small terms added to it would
+ * vanish, yet 1 - p_max is made of them. (Cross entropy needs no split: it
+ * leaves the target's term out and adds it in f64.) */
 typedef struct {
   double big, small;
   double s2; /* entropy: sum_j exp(z_j - m) (z_j - m) */
 } exp_sums;
 
-/* Adds a padded chunk to the sums; keeps the terms in e when asked. */
-static void chunk_expsum(const float *z, int64_t np, float m, float *e, int entropy, int full_range,
-                         exp_sums *acc) {
+ALWAYS_INLINE void expsum_impl(const float *z, int64_t np, float m, float *e, exp_sums *acc, int keep_e, int split,
+                               int entropy, int full_range) {
   const vf vm = vdup(m), half = vdup(0.5f);
   vf big = vdup(0), rest = vdup(0), s2 = vdup(0);
   for (int64_t j = 0; j < np; j += VW) {
     vf d = vsub(vload(z + j), vm);
     vf ej = full_range ? vexp_full(d) : vexp_neg(d);
-    if (e) vstore(e + j, ej);
-    vf b = vkeep_ge(ej, half);
-    big = vadd(big, b);
-    rest = vadd(rest, vsub(ej, b));
+    if (keep_e) vstore(e + j, ej);
+    vf b = split ? vkeep_ge(ej, half) : vdup(0);
+    if (split) big = vadd(big, b);
+    rest = vadd(rest, split ? vsub(ej, b) : ej);
     if (entropy) s2 = vfma(ej, vmax_keepnan(vdup(EXP_FLOOR), d), s2);
   }
   acc->big += vsum(big);
   acc->small += vsum(rest);
   if (entropy) acc->s2 += vsum(s2);
+}
+
+/* Adds a padded chunk to the sums; keeps the terms in e when e is not NULL. */
+static void chunk_expsum(const plan *p, const float *z, int64_t np, float m, float *e, int split, exp_sums *acc) {
+  const int entropy = p->op == GS_OP_ENTROPY;
+  if (split || entropy || p->no_max) expsum_impl(z, np, m, e, acc, e != NULL, split, entropy, p->no_max);
+  else if (e) expsum_impl(z, np, m, e, acc, 1, 0, 0, 0);
+  else expsum_impl(z, np, m, NULL, acc, 0, 0, 0, 0);
 }
 
 /* The max grew by shift > 0: rescale what was summed against the old one. */
@@ -376,22 +410,29 @@ static double chunk_linsum(const float *z, const float *w, int64_t n, float r) {
   int64_t j = 0;
   for (; j + VW <= n; j += VW) {
     vf d = vsub(vload(z + j), vr);
-    acc = w ? vfma(vload(w + j), d, acc) : vadd(acc, d);
+    acc = w ? vfma(vloadu(w + j), d, acc) : vadd(acc, d);
   }
   double s = vsum(acc);
   for (; j < n; j++) s += (w ? w[j] : 1.0f) * (z[j] - r);
   return s;
 }
 
+static int chunk_has_nan(const float *z, int64_t n) {
+  for (int64_t j = 0; j < n; j++)
+    if (isnan(z[j])) return 1;
+  return 0;
+}
+
 static int64_t chunk_len(const plan *p, int64_t j0) { return p->v - j0 < CHUNK ? p->v - j0 : CHUNK; }
 static int64_t padded(int64_t n) { return (n + VW - 1) / VW * VW; }
 
 /* Pass 1 over a row: max, sum of exp (and the entropy and smoothing sums),
- * rescaling the sums whenever a chunk raises the max. e, mc: kept for pass 2
- * when not NULL. */
-static void scan_row(const plan *p, const char *row, float *e, float *mc, row_stats *st) {
+ * rescaling the sums whenever a chunk raises the max. t >= 0: the target,
+ * whose term is left out of the f32 sums and added in f64. e, mc: kept for
+ * pass 2 when not NULL. */
+static void scan_row(const plan *p, const char *row, int64_t t, float *e, float *mc, row_stats *st) {
   _Alignas(32) float z[CHUNK];
-  float m = p->no_max ? 0.0f : -INFINITY, r = 0;
+  float m = p->no_max ? 0.0f : -INFINITY, r = 0, zt = 0;
   exp_sums acc = {0, 0, 0};
   double lin = 0;
   for (int64_t c = 0, j0 = 0; j0 < p->v; c++, j0 += CHUNK) {
@@ -401,42 +442,88 @@ static void scan_row(const plan *p, const char *row, float *e, float *mc, row_st
     if (!p->no_max && cm > m) {
       rescale(&acc, (double)cm - m);
       m = cm;
-    } else if (!p->no_max && isnan(cm)) {
-      m = cm;
+    }
+    if (p->eps > 0) lin += chunk_linsum(z, p->w ? p->w + j0 : NULL, n, r);
+    if (t >= j0 && t < j0 + n) {
+      zt = z[t - j0];
+      z[t - j0] = -INFINITY;
     }
     if (m == -INFINITY) {
-      /* nothing finite so far: exp(z - m) would be exp(-inf + inf) */
+      /* nothing finite so far: exp(z - m) would be exp(-inf + inf); a NaN
+       * here (invisible to the max) must still poison the row */
+      if (chunk_has_nan(z, n)) m = NAN;
       if (e) memset(e + j0, 0, (size_t)np * sizeof *e);
     } else {
-      chunk_expsum(z, np, m, e ? e + j0 : NULL, p->op == GS_OP_ENTROPY, p->no_max, &acc);
+      chunk_expsum(p, z, np, m, e ? e + j0 : NULL, t < 0, &acc);
     }
     if (mc) mc[c] = m;
-    if (p->eps > 0) lin += chunk_linsum(z, p->w ? p->w + j0 : NULL, n, r);
   }
-  double s = acc.big + acc.small;
-  /* log s = log1p(s - 1): keeps 1 - p_t when it is far below f64's epsilon */
-  double log_s = acc.big >= 0.5 ? log1p((acc.big - 1) + acc.small) : log(s);
-  *st = (row_stats){.m = m, .s = s, .log_s = log_s, .s2 = acc.s2, .lin = lin, .r = r};
+  double s, log_s;
+  if (t >= 0) {
+    /* s = e_t + rest; log1p(expm1(z_t - m) + rest) keeps 1 - p_t (= rest/s
+     * when t is the max) even when it is far below f64's epsilon */
+    s = exp((double)zt - m) + acc.small;
+    log_s = log1p(expm1((double)zt - m) + acc.small);
+  } else {
+    s = acc.big + acc.small;
+    log_s = acc.big >= 0.5 ? log1p((acc.big - 1) + acc.small) : log(s);
+  }
+  *st = (row_stats){.m = m, .zt = zt, .s = s, .log_s = log_s, .s2 = acc.s2, .lin = lin, .r = r};
 }
 
-/* out_j = (k1 e_j - k2 w_j) chain_j, or for the entropy k1 e_j (mu - (z_j - m)) chain_j,
- * where chain_j = 1 - (z_j/c)^2 with the softcap chain, else 1 (s is in k1, k2).
- * z: the chunk as in pass 1 (entropy only); y = s x / c (softcap chain only). */
-static void grad_chunk(const plan *p, const float *e, const float *z, const float *y, const float *w, int64_t np,
-                       float k1, float k2, float mu, float m, float *out) {
-  const vf vk1 = vdup(k1), vk2 = vdup(k2), vmu = vdup(mu), vm = vdup(m);
-  const int entropy = p->op == GS_OP_ENTROPY, cap = p->cap_chain;
-  for (int64_t j = 0; j < np; j += VW) {
-    vf ej = vload(e + j), o;
-    if (entropy) o = vmul(vmul(vk1, ej), vsub(vmu, vmax_keepnan(vdup(EXP_FLOOR), vsub(vload(z + j), vm))));
-    else if (w) o = vfnma(vload(w + j), vk2, vmul(ej, vk1));
-    else o = vfms(ej, vk1, vk2);
-    if (cap) {
-      vf chain;
-      vtanh_d(vload(y + j), &chain);
-      o = vmul(o, chain);
-    }
-    vstore(out + j, o);
+/* Pass 2 constants: dz_j = a p_j - b w_j (CE) or a p_j (mu - (z_j - m))
+ * (entropy), with p_j = e_j f per chunk and the chain factor folded in. */
+typedef struct {
+  vf k1, k2, mu, m;
+  int entropy, cap;
+} grad_consts;
+
+/* The gradient at offset j of a chunk: (k1 e - k2 w) chain, or k1 e (mu - (z - m)) chain,
+ * chain = 1 - (z/c)^2 from y = s x / c. simple: CE, unweighted, no softcap chain. */
+ALWAYS_INLINE vf grad_vec(const grad_consts *k, const float *e, const float *z, const float *y, const float *w,
+                          int64_t j, int simple) {
+  vf ej = vload(e + j), o;
+  if (simple) return vfms(ej, k->k1, k->k2);
+  if (k->entropy) o = vmul(vmul(k->k1, ej), vsub(k->mu, vmax_keepnan(vdup(EXP_FLOOR), vsub(vload(z + j), k->m))));
+  else if (w) o = vfnma(vload(w + j), k->k2, vmul(ej, k->k1));
+  else o = vfms(ej, k->k1, k->k2);
+  if (k->cap) {
+    vf chain;
+    vtanh_d(vload(y + j), &chain);
+    o = vmul(o, chain);
+  }
+  return o;
+}
+
+ALWAYS_INLINE void grad_store_dt(const grad_consts *k, const float *e, const float *z, const float *y, const float *w,
+                                 int64_t n, char *grow, int64_t j0, int nt, gs_dtype dt, int simple) {
+  int64_t j = 0;
+  for (; j + 2 * VW <= n; j += 2 * VW)
+    vstore_g2(grow, dt, j0 + j, grad_vec(k, e, z, y, w, j, simple), grad_vec(k, e, z, y, w, j + VW, simple), nt);
+  for (; j + VW <= n; j += VW) vstore_g(grow, dt, j0 + j, grad_vec(k, e, z, y, w, j, simple), nt);
+  if (j < n) {
+    _Alignas(32) float tail[VW];
+    vstore(tail, grad_vec(k, e, z, y, w, j, simple));
+    for (int64_t q = 0; j + q < n; q++) g_put(grow, dt, j0 + j + q, tail[q]);
+  }
+}
+
+static void grad_store(const plan *p, const grad_consts *k, const float *e, const float *z, const float *y,
+                       const float *w, int64_t n, char *grow, int64_t j0, int nt) {
+  const int simple = !k->entropy && !k->cap && !w;
+  switch (p->gdt) {
+  case GS_BF16:
+    if (simple) grad_store_dt(k, e, z, y, w, n, grow, j0, nt, GS_BF16, 1);
+    else grad_store_dt(k, e, z, y, w, n, grow, j0, nt, GS_BF16, 0);
+    break;
+  case GS_F16:
+    if (simple) grad_store_dt(k, e, z, y, w, n, grow, j0, nt, GS_F16, 1);
+    else grad_store_dt(k, e, z, y, w, n, grow, j0, nt, GS_F16, 0);
+    break;
+  default:
+    if (simple) grad_store_dt(k, e, z, y, w, n, grow, j0, nt, GS_F32, 1);
+    else grad_store_dt(k, e, z, y, w, n, grow, j0, nt, GS_F32, 0);
+    break;
   }
 }
 
@@ -444,17 +531,18 @@ static void grad_chunk(const plan *p, const float *e, const float *z, const floa
  * entropy: dz_j = a p_j (mu - (z_j - m)). */
 static void write_grad(const plan *p, const char *xrow, char *grow, const float *e, const float *mc,
                        const row_stats *st, double a, double b, double mu, int nt) {
-  _Alignas(32) float z[CHUNK], y[CHUNK], out[CHUNK];
+  _Alignas(32) float z[CHUNK], y[CHUNK];
+  grad_consts k = {.k2 = vdup((float)(b * p->cs)), .mu = vdup((float)mu), .m = vdup(st->m),
+                   .entropy = p->op == GS_OP_ENTROPY, .cap = p->cap_chain};
   for (int64_t c = 0, j0 = 0; j0 < p->v; c++, j0 += CHUNK) {
     int64_t n = chunk_len(p, j0);
     double f = exp((double)mc[c] - st->m - st->log_s); /* p_j = e_j f */
+    k.k1 = vdup((float)(a * f * p->cs));
     /* z is reloaded exactly as pass 1 did (through memory: an FMA-contracted
      * c tanh(y) - m would differ from it in the last bit) */
-    if (p->op == GS_OP_ENTROPY) load_chunk(p, xrow, j0, n, z, 0);
-    if (p->cap_chain) load_chunk(p, xrow, j0, n, y, 1);
-    grad_chunk(p, e + j0, z, y, p->wgrad ? p->wgrad + j0 : NULL, padded(n), (float)(a * f * p->cs),
-               (float)(b * p->cs), (float)mu, st->m, out);
-    store_chunk(p, grow, j0, n, out, nt);
+    if (k.entropy) load_chunk(p, xrow, j0, n, z, 0);
+    if (k.cap) load_chunk(p, xrow, j0, n, y, 1);
+    grad_store(p, &k, e + j0, z, y, p->wgrad ? p->wgrad + j0 : NULL, n, grow, j0, nt);
   }
 }
 
@@ -484,7 +572,7 @@ static row_io row_buffers(const plan *p, float *scratch, const char *grow) {
   if (!grow) return io;
   io.e = scratch;
   io.mc = scratch + p->e_len;
-  io.nt = p->stream && ((uintptr_t)grow % (dtype_size(p->gdt) * VW)) == 0;
+  io.nt = p->stream && ((uintptr_t)grow % 32) == 0; /* then every chunk's stores are aligned */
   return io;
 }
 
@@ -500,7 +588,7 @@ static void ignored_row(const plan *p, int64_t i, const char *xrow, char *grow, 
     return;
   }
   row_stats st;
-  scan_row(p, xrow, io.e, io.mc, &st);
+  scan_row(p, xrow, -1, io.e, io.mc, &st);
   write_grad(p, xrow, grow, io.e, io.mc, &st, p->sign * go * p->ce_scale, 0, 0, io.nt);
 }
 
@@ -532,11 +620,11 @@ static void ce_row(const plan *p, float *scratch, int64_t i, double acc[2]) {
     return;
   }
   int64_t t = (raw + p->target_shift) % p->v;
+  float xt = x_at(xrow, p->xdt, t); /* before an in-place pass 2 overwrites it */
   row_stats st;
-  scan_row(p, xrow, io.e, io.mc, &st);
-  float xt = x_at(xrow, p->xdt, t), zt = z_at(p, xrow, t); /* before an in-place pass 2 */
+  scan_row(p, xrow, t, io.e, io.mc, &st);
   double lse = st.m + st.log_s;
-  double dt = ((double)zt - st.m) - st.log_s; /* z_t - lse without rounding lse to f32 */
+  double dt = ((double)st.zt - st.m) - st.log_s; /* z_t - lse without rounding lse to f32 */
   if (p->fwd) {
     double ce = (1 - p->eps) * -(p->w ? p->w[t] : 1.0) * dt;
     if (p->eps > 0) ce += p->smooth * (p->wsum * (lse - st.r) - st.lin);
@@ -557,7 +645,7 @@ static void entropy_row(const plan *p, float *scratch, int64_t i) {
   char *grow = p->g ? p->g + i * p->gstride : NULL;
   row_io io = row_buffers(p, scratch, grow);
   row_stats st;
-  scan_row(p, xrow, io.e, io.mc, &st);
+  scan_row(p, xrow, -1, io.e, io.mc, &st);
   double mu = st.s2 / st.s;
   if (p->fwd) p->loss[i] = (float)(p->sign * (st.log_s - mu));
   if (grow) write_grad(p, xrow, grow, io.e, io.mc, &st, p->sign * grad_output_at(p, i), 0, mu, io.nt);

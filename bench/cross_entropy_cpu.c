@@ -1,0 +1,197 @@
+/* Benchmark of the CPU cross-entropy kernels against memory bandwidth.
+ *
+ * For each shape and dtype it times, in the same run: a memcpy of the
+ * logits' bytes (the bandwidth yardstick, split over the same threads as the
+ * kernel), the fast kernel's forward, its fused forward+backward into a
+ * separate gradient and in place over the logits, and the f64 reference.
+ * Times are medians over the repeats. GB/s counts the bytes a call must move:
+ * forward reads the logits; forward+backward reads them and writes the
+ * gradient; memcpy reads and writes its bytes. "of memcpy" is the ratio of
+ * the two bandwidths.
+ *
+ *   bench_cross_entropy_cpu [--quick] [--threads N] [--repeats N] */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cpu/parallel.h"
+#include "cross_entropy.h"
+#include "gs_half.h"
+
+typedef struct {
+  int repeats;
+  int threads;
+  int quick;
+} bench_opts;
+
+typedef struct {
+  char *dst;
+  const char *src;
+  size_t bytes, slice;
+} copy_job;
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+static double median(double *t, int n) {
+  qsort(t, (size_t)n, sizeof *t, cmp_double);
+  return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
+}
+
+static void copy_slice(void *ctx, int64_t task, int worker) {
+  (void)worker;
+  copy_job *j = ctx;
+  size_t off = (size_t)task * j->slice;
+  size_t len = off + j->slice < j->bytes ? j->slice : j->bytes - off;
+  memcpy(j->dst + off, j->src + off, len);
+}
+
+static double time_memcpy(void *dst, const void *src, size_t bytes, const bench_opts *o) {
+  int workers = o->threads > 0 ? o->threads : gs_cpu_count();
+  copy_job j = {dst, src, bytes, (bytes / (size_t)workers + 4095) / 4096 * 4096};
+  int64_t tasks = (int64_t)((bytes + j.slice - 1) / j.slice);
+  double t[64];
+  for (int r = 0; r < o->repeats; r++) {
+    double t0 = now_s();
+    gs_parallel_for(workers, tasks, copy_slice, &j);
+    t[r] = now_s() - t0;
+  }
+  return median(t, o->repeats);
+}
+
+typedef gs_status (*ce_fn)(const gs_ce_args *, gs_error *);
+
+static double time_call(ce_fn fn, const gs_ce_args *a, int repeats) {
+  double t[64];
+  gs_error err;
+  for (int r = 0; r < repeats; r++) {
+    double t0 = now_s();
+    gs_status st = fn(a, &err);
+    t[r] = now_s() - t0;
+    if (st != GS_OK) {
+      fprintf(stderr, "kernel failed: %s\n", err.msg);
+      exit(1);
+    }
+  }
+  return median(t, repeats);
+}
+
+static void *alloc_bytes(size_t bytes) {
+  void *p = aligned_alloc(64, (bytes + 63) / 64 * 64);
+  if (!p) {
+    fprintf(stderr, "out of memory (%zu bytes)\n", bytes);
+    exit(1);
+  }
+  memset(p, 0, bytes); /* fault the pages in before anything is timed */
+  return p;
+}
+
+static void fill_logits(void *x, gs_dtype dt, size_t count) {
+  uint64_t s = 0x9e3779b97f4a7c15ull;
+  for (size_t k = 0; k < count; k++) {
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    float v = (float)((double)(s >> 11) * (8.0 / 9007199254740992.0) - 4.0);
+    if (dt == GS_F32) ((float *)x)[k] = v;
+    else ((uint16_t *)x)[k] = gs_f32_to_bf16(v);
+  }
+}
+
+static void print_row(const char *shape, const char *dt, const char *what, double sec, double bytes,
+                      double memcpy_gbs, const char *note) {
+  double gbs = bytes / sec * 1e-9;
+  printf("%-12s %-5s %-26s %10.2f %9.2f %9.0f%%  %s\n", shape, dt, what, sec * 1e3, gbs, 100 * gbs / memcpy_gbs, note);
+}
+
+static void bench_shape(int64_t n, int64_t v, gs_dtype dt, const bench_opts *o) {
+  size_t esize = dt == GS_F32 ? 4 : 2, bytes = (size_t)(n * v) * esize;
+  const char *dname = dt == GS_F32 ? "f32" : "bf16";
+  char shape[32];
+  snprintf(shape, sizeof shape, "%lldx%lld", (long long)n, (long long)v);
+  void *x = alloc_bytes(bytes), *g = alloc_bytes(bytes), *scratch = alloc_bytes(bytes);
+  int64_t *t = alloc_bytes((size_t)n * sizeof *t);
+  fill_logits(x, dt, (size_t)(n * v));
+  for (int64_t i = 0; i < n; i++) t[i] = (i * 7919) % v;
+  float loss = 0;
+
+  double tm = time_memcpy(g, x, bytes, o);
+  double memcpy_gbs = 2.0 * (double)bytes / tm * 1e-9;
+  print_row(shape, dname, "memcpy (read+write)", tm, 2.0 * (double)bytes, memcpy_gbs, "");
+
+  gs_ce_args a = {.n = n, .v = v, .logits = x, .logits_dtype = dt, .logits_stride = v, .target = t,
+                  .target_dtype = GS_I64, .ignore_index = -100, .logit_scale = 1, .reduction = GS_REDUCE_MEAN,
+                  .loss = &loss, .grad_dtype = dt, .grad_stride = v, .threads = o->threads};
+  print_row(shape, dname, "fast forward", time_call(gs_ce_forward_cpu, &a, o->repeats), (double)bytes,
+            memcpy_gbs, "");
+  a.grad = g;
+  print_row(shape, dname, "fast fwd+bwd", time_call(gs_ce_forward_cpu, &a, o->repeats), 2.0 * (double)bytes,
+            memcpy_gbs, "");
+  /* in place over a copy: each repeat reads the previous one's gradient as
+   * its logits, finite values that cost the same */
+  memcpy(scratch, x, bytes);
+  a.logits = a.grad = scratch;
+  print_row(shape, dname, "fast fwd+bwd in place", time_call(gs_ce_forward_cpu, &a, o->repeats),
+            2.0 * (double)bytes, memcpy_gbs, "");
+
+  /* the reference is slow: time a few rows and scale to n */
+  int64_t rows = o->quick ? 8 : 32;
+  rows = rows * 32000 / v > 0 ? rows * 32000 / v : 1;
+  char note[64];
+  snprintf(note, sizeof note, "(f64; timed on %lld rows, scaled)", (long long)rows);
+  double scale = (double)n / (double)rows;
+  int reps = o->repeats < 3 ? o->repeats : 3;
+  double lossd = 0;
+  gs_ce_args r = a;
+  r.n = rows;
+  r.logits = x;
+  r.loss = &lossd;
+  r.grad = NULL;
+  print_row(shape, dname, "reference forward", scale * time_call(gs_ce_forward_ref, &r, reps), (double)bytes,
+            memcpy_gbs, note);
+  r.grad = g;
+  print_row(shape, dname, "reference fwd+bwd", scale * time_call(gs_ce_forward_ref, &r, reps),
+            2.0 * (double)bytes, memcpy_gbs, note);
+  free(x);
+  free(g);
+  free(scratch);
+  free(t);
+}
+
+int main(int argc, char **argv) {
+  bench_opts o = {.repeats = 7, .threads = 0, .quick = 0};
+  for (int k = 1; k < argc; k++) {
+    if (!strcmp(argv[k], "--quick")) {
+      o.quick = 1;
+      o.repeats = 3;
+    } else if (!strcmp(argv[k], "--threads") && k + 1 < argc) {
+      o.threads = atoi(argv[++k]);
+    } else if (!strcmp(argv[k], "--repeats") && k + 1 < argc) {
+      o.repeats = atoi(argv[++k]);
+    } else {
+      fprintf(stderr, "usage: %s [--quick] [--threads N] [--repeats N]\n", argv[0]);
+      return 2;
+    }
+  }
+  if (o.repeats < 1) o.repeats = 1;
+  if (o.repeats > 64) o.repeats = 64;
+  int threads = o.threads > 0 ? o.threads : gs_cpu_count();
+  printf("cross entropy, CPU: %d thread%s, median of %d repeats; reduction mean, no options\n", threads,
+         threads == 1 ? "" : "s", o.repeats);
+  printf("%-12s %-5s %-26s %10s %9s %10s\n", "shape", "dtype", "kernel", "ms", "GB/s", "of memcpy");
+  static const int64_t shapes[][2] = {{4096, 32000}, {1024, 128256}};
+  static const gs_dtype dts[] = {GS_F32, GS_BF16};
+  for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+    for (size_t d = 0; d < sizeof dts / sizeof dts[0]; d++) bench_shape(shapes[s][0], shapes[s][1], dts[d], &o);
+  return 0;
+}
