@@ -727,8 +727,14 @@ local function shell_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'
 
 local function exe_path()
   local exe = ffi.string(C.gs_self_exe())
-  local cwd = os.getenv("PWD")
-  if cwd and exe:sub(1, #cwd + 1) == cwd .. "/" then return exe:sub(#cwd + 2) end
+  -- $PWD can be stale (ctest changes directory without updating it): ask.
+  local pipe = io.popen("pwd 2>/dev/null")
+  local cwd = pipe and pipe:read("*l")
+  if pipe then pipe:close() end
+  if cwd and exe:sub(1, #cwd + 1) == cwd .. "/" then
+    exe = exe:sub(#cwd + 2)
+    if not exe:find("/") then exe = "./" .. exe end -- a bare name would be looked up on PATH
+  end
   return exe
 end
 
