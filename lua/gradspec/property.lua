@@ -809,7 +809,7 @@ end
 function P.property(name, generator, check, opts)
   if type(name) ~= "string" then error("property: the first argument must be a name", 2) end
   opts = opts or {}
-  A.is_true(true) -- counts towards the running `it`
+  A.count_one() -- counts towards the running `it`
   local res = P.search(generator, check, opts)
   if res.ok then return res end
   local msg = P.message(name, res, opts.seed ~= nil)
