@@ -705,23 +705,8 @@ function P.search(generator, check, opts)
   return { ok = true, runs = run, seed = o.seed }
 end
 
--- The running spec `it` and its file, for the reproduction line: found on
--- the stack (the runner's run_it holds `item`; the spec frame is the first
--- one outside lua/gradspec/).
-local function current_it()
-  for level = 2, 60 do
-    local info = debug.getinfo(level, "S")
-    if not info then break end
-    if (info.short_src or ""):find("gradspec/runner%.lua$") then
-      for k = 1, 50 do
-        local name, val = debug.getlocal(level, k)
-        if not name then break end
-        if name == "item" and type(val) == "table" and val.full_name then return val end
-      end
-    end
-  end
-  return nil
-end
+-- The running spec `it` (its file and full name), for the reproduction line.
+local function current_it() return require("gradspec.runner").current_it() end
 
 local function shell_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 

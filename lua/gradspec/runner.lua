@@ -101,6 +101,11 @@ local function unasserted(records, strict)
   return failures, warnings
 end
 
+local current_item = nil
+
+-- The it running now ({file, full_name, line, tags}), or nil between its.
+function R.current_it() return current_item end
+
 -- Runs one it and returns its result record.
 function R.run_it(item, options, set_running)
   local res = { ev = "result", name = item.full_name, file = item.file, line = item.line, assertions = 0 }
@@ -120,6 +125,7 @@ function R.run_it(item, options, set_running)
   local t0 = C.gs_now()
   local before, after = spec.hooks(node)
   set_running(true)
+  current_item = item
   local ok, err = true, nil
   for _, f in ipairs(before) do
     ok, err = xpcall(f, handler)
@@ -131,6 +137,7 @@ function R.run_it(item, options, set_running)
     if ok and not ok2 then ok, err = ok2, err2 end
   end
   set_running(false)
+  current_item = nil
   res.time = C.gs_now() - t0
   res.assertions = A.get_count()
   local records = track.finish()
