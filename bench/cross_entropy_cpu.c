@@ -56,34 +56,23 @@ static void copy_slice(void *ctx, int64_t task, int worker) {
   memcpy(j->dst + off, j->src + off, len);
 }
 
-static double time_memcpy(void *dst, const void *src, size_t bytes, const bench_opts *o) {
-  int workers = o->threads > 0 ? o->threads : gs_cpu_count();
+static void run_memcpy(void *dst, const void *src, size_t bytes, int workers) {
   copy_job j = {dst, src, bytes, (bytes / (size_t)workers + 4095) / 4096 * 4096};
-  int64_t tasks = (int64_t)((bytes + j.slice - 1) / j.slice);
-  double t[64];
-  for (int r = 0; r < o->repeats; r++) {
-    double t0 = now_s();
-    gs_parallel_for(workers, tasks, copy_slice, &j);
-    t[r] = now_s() - t0;
-  }
-  return median(t, o->repeats);
+  gs_parallel_for(workers, (int64_t)((bytes + j.slice - 1) / j.slice), copy_slice, &j);
 }
 
 typedef gs_status (*ce_fn)(const gs_ce_args *, gs_error *);
 
-static double time_call(ce_fn fn, const gs_ce_args *a, int repeats) {
-  double t[64];
+static double time_call(ce_fn fn, const gs_ce_args *a) {
   gs_error err;
-  for (int r = 0; r < repeats; r++) {
-    double t0 = now_s();
-    gs_status st = fn(a, &err);
-    t[r] = now_s() - t0;
-    if (st != GS_OK) {
-      fprintf(stderr, "kernel failed: %s\n", err.msg);
-      exit(1);
-    }
+  double t0 = now_s();
+  gs_status st = fn(a, &err);
+  double t = now_s() - t0;
+  if (st != GS_OK) {
+    fprintf(stderr, "kernel failed: %s\n", err.msg);
+    exit(1);
   }
-  return median(t, repeats);
+  return t;
 }
 
 static void *alloc_bytes(size_t bytes) {
@@ -125,24 +114,32 @@ static void bench_shape(int64_t n, int64_t v, gs_dtype dt, const bench_opts *o) 
   for (int64_t i = 0; i < n; i++) t[i] = (i * 7919) % v;
   float loss = 0;
 
-  double tm = time_memcpy(g, x, bytes, o);
-  double memcpy_gbs = 2.0 * (double)bytes / tm * 1e-9;
-  print_row(shape, dname, "memcpy (read+write)", tm, 2.0 * (double)bytes, memcpy_gbs, "");
-
   gs_ce_args a = {.n = n, .v = v, .logits = x, .logits_dtype = dt, .logits_stride = v, .target = t,
                   .target_dtype = GS_I64, .ignore_index = -100, .logit_scale = 1, .reduction = GS_REDUCE_MEAN,
                   .loss = &loss, .grad_dtype = dt, .grad_stride = v, .threads = o->threads};
-  print_row(shape, dname, "fast forward", time_call(gs_ce_forward_cpu, &a, o->repeats), (double)bytes,
+  gs_ce_args fused = a, in_place = a;
+  fused.grad = g;
+  in_place.logits = in_place.grad = scratch;
+  /* Rounds interleave the yardstick and the kernels, so that all of them
+   * see the same machine (other load, clock) as far as possible. */
+  double t_copy[64], t_fwd[64], t_fused[64], t_in_place[64];
+  int workers = o->threads > 0 ? o->threads : gs_cpu_count();
+  for (int r = 0; r < o->repeats; r++) {
+    double t0 = now_s();
+    run_memcpy(g, x, bytes, workers);
+    t_copy[r] = now_s() - t0;
+    t_fwd[r] = time_call(gs_ce_forward_cpu, &a);
+    t_fused[r] = time_call(gs_ce_forward_cpu, &fused);
+    run_memcpy(scratch, x, bytes, workers); /* in place: start from the logits again */
+    t_in_place[r] = time_call(gs_ce_forward_cpu, &in_place);
+  }
+  double tm = median(t_copy, o->repeats);
+  double memcpy_gbs = 2.0 * (double)bytes / tm * 1e-9;
+  print_row(shape, dname, "memcpy (read+write)", tm, 2.0 * (double)bytes, memcpy_gbs, "");
+  print_row(shape, dname, "fast forward", median(t_fwd, o->repeats), (double)bytes, memcpy_gbs, "");
+  print_row(shape, dname, "fast fwd+bwd", median(t_fused, o->repeats), 2.0 * (double)bytes, memcpy_gbs, "");
+  print_row(shape, dname, "fast fwd+bwd in place", median(t_in_place, o->repeats), 2.0 * (double)bytes,
             memcpy_gbs, "");
-  a.grad = g;
-  print_row(shape, dname, "fast fwd+bwd", time_call(gs_ce_forward_cpu, &a, o->repeats), 2.0 * (double)bytes,
-            memcpy_gbs, "");
-  /* in place over a copy: each repeat reads the previous one's gradient as
-   * its logits, finite values that cost the same */
-  memcpy(scratch, x, bytes);
-  a.logits = a.grad = scratch;
-  print_row(shape, dname, "fast fwd+bwd in place", time_call(gs_ce_forward_cpu, &a, o->repeats),
-            2.0 * (double)bytes, memcpy_gbs, "");
 
   /* the reference is slow: time a few rows and scale to n */
   int64_t rows = o->quick ? 8 : 32;
@@ -151,17 +148,17 @@ static void bench_shape(int64_t n, int64_t v, gs_dtype dt, const bench_opts *o) 
   snprintf(note, sizeof note, "(f64; timed on %lld rows, scaled)", (long long)rows);
   double scale = (double)n / (double)rows;
   int reps = o->repeats < 3 ? o->repeats : 3;
-  double lossd = 0;
+  double lossd = 0, t_ref[3];
   gs_ce_args r = a;
   r.n = rows;
   r.logits = x;
   r.loss = &lossd;
   r.grad = NULL;
-  print_row(shape, dname, "reference forward", scale * time_call(gs_ce_forward_ref, &r, reps), (double)bytes,
-            memcpy_gbs, note);
+  for (int k = 0; k < reps; k++) t_ref[k] = time_call(gs_ce_forward_ref, &r);
+  print_row(shape, dname, "reference forward", scale * median(t_ref, reps), (double)bytes, memcpy_gbs, note);
   r.grad = g;
-  print_row(shape, dname, "reference fwd+bwd", scale * time_call(gs_ce_forward_ref, &r, reps),
-            2.0 * (double)bytes, memcpy_gbs, note);
+  for (int k = 0; k < reps; k++) t_ref[k] = time_call(gs_ce_forward_ref, &r);
+  print_row(shape, dname, "reference fwd+bwd", scale * median(t_ref, reps), 2.0 * (double)bytes, memcpy_gbs, note);
   free(x);
   free(g);
   free(scratch);

@@ -151,33 +151,36 @@ ALWAYS_INLINE vf vload_x(const void *row, gs_dtype dt, int64_t j) {
   return _mm256_cvtph_ps(h);
 }
 
-/* f32 -> bf16 round to nearest even, NaN kept quiet (gs_f32_to_bf16): the
- * bf16 bits end up in the low half of each 32-bit lane. */
-static inline __m256i bf16_round(vf x) {
+/* f32 -> bf16 round to nearest even (gs_f32_to_bf16): the bf16 bits end up
+ * in the low half of each 32-bit lane. A NaN is kept quiet, which costs a
+ * compare and a blend that values known not to be NaN can skip. */
+static inline __m256i bf16_round(vf x, int nonan) {
   __m256i u = _mm256_castps_si256(x);
   __m256i hi = _mm256_srli_epi32(u, 16);
   __m256i bias = _mm256_add_epi32(_mm256_and_si256(hi, _mm256_set1_epi32(1)), _mm256_set1_epi32(0x7fff));
   __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, bias), 16);
+  if (nonan) return r;
   __m256i qnan = _mm256_or_si256(hi, _mm256_set1_epi32(0x40));
   return _mm256_blendv_epi8(r, qnan, _mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_UNORD_Q)));
 }
 
 /* 8 or 16 values as 16-bit halves; packus works within 128-bit lanes, the
  * qword permute puts them back in order. */
-static inline __m128i half_pack8(vf x, gs_dtype dt) {
+static inline __m128i half_pack8(vf x, gs_dtype dt, int nonan) {
   if (dt == GS_F16) return _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256i r = bf16_round(x);
+  __m256i r = bf16_round(x, nonan);
   return _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08));
 }
 
-static inline __m256i half_pack16(vf a, vf b, gs_dtype dt) {
-  if (dt == GS_F16) return _mm256_set_m128i(half_pack8(b, dt), half_pack8(a, dt));
-  return _mm256_permute4x64_epi64(_mm256_packus_epi32(bf16_round(a), bf16_round(b)), 0xd8);
+static inline __m256i half_pack16(vf a, vf b, gs_dtype dt, int nonan) {
+  if (dt == GS_F16) return _mm256_set_m128i(half_pack8(b, dt, 0), half_pack8(a, dt, 0));
+  return _mm256_permute4x64_epi64(_mm256_packus_epi32(bf16_round(a, nonan), bf16_round(b, nonan)), 0xd8);
 }
 
 /* Gradient stores of 8 (vstore_g) or 16 (vstore_g2) values at element j of a
- * row; nt: streaming stores (the caller checked the alignment). */
-ALWAYS_INLINE void vstore_g(void *row, gs_dtype dt, int64_t j, vf x, int nt) {
+ * row; nt: streaming stores (the caller checked the alignment); nonan: the
+ * values are known not to be NaN. */
+ALWAYS_INLINE void vstore_g(void *row, gs_dtype dt, int64_t j, vf x, int nt, int nonan) {
   if (dt == GS_F32) {
     float *d = (float *)row + j;
     if (nt) _mm256_stream_ps(d, x);
@@ -185,19 +188,19 @@ ALWAYS_INLINE void vstore_g(void *row, gs_dtype dt, int64_t j, vf x, int nt) {
     return;
   }
   __m128i *d = (__m128i *)((uint16_t *)row + j);
-  if (nt) _mm_stream_si128(d, half_pack8(x, dt));
-  else _mm_storeu_si128(d, half_pack8(x, dt));
+  if (nt) _mm_stream_si128(d, half_pack8(x, dt, nonan));
+  else _mm_storeu_si128(d, half_pack8(x, dt, nonan));
 }
 
-ALWAYS_INLINE void vstore_g2(void *row, gs_dtype dt, int64_t j, vf a, vf b, int nt) {
+ALWAYS_INLINE void vstore_g2(void *row, gs_dtype dt, int64_t j, vf a, vf b, int nt, int nonan) {
   if (dt == GS_F32) {
-    vstore_g(row, dt, j, a, nt);
-    vstore_g(row, dt, j + VW, b, nt);
+    vstore_g(row, dt, j, a, nt, nonan);
+    vstore_g(row, dt, j + VW, b, nt, nonan);
     return;
   }
   __m256i *d = (__m256i *)((uint16_t *)row + j);
-  if (nt) _mm256_stream_si256(d, half_pack16(a, b, dt));
-  else _mm256_storeu_si256(d, half_pack16(a, b, dt));
+  if (nt) _mm256_stream_si256(d, half_pack16(a, b, dt, nonan));
+  else _mm256_storeu_si256(d, half_pack16(a, b, dt, nonan));
 }
 
 static inline void stream_fence(void) { _mm_sfence(); }
@@ -232,9 +235,14 @@ static inline vf vtanh_d(vf y, vf *d) {
 static inline float x_at(const void *row, gs_dtype dt, int64_t j);
 static inline void g_put(void *row, gs_dtype dt, int64_t j, float g);
 ALWAYS_INLINE vf vload_x(const void *row, gs_dtype dt, int64_t j) { return x_at(row, dt, j); }
-ALWAYS_INLINE void vstore_g(void *row, gs_dtype dt, int64_t j, vf x, int nt) { (void)nt; g_put(row, dt, j, x); }
-ALWAYS_INLINE void vstore_g2(void *row, gs_dtype dt, int64_t j, vf a, vf b, int nt) {
+ALWAYS_INLINE void vstore_g(void *row, gs_dtype dt, int64_t j, vf x, int nt, int nonan) {
   (void)nt;
+  (void)nonan;
+  g_put(row, dt, j, x);
+}
+ALWAYS_INLINE void vstore_g2(void *row, gs_dtype dt, int64_t j, vf a, vf b, int nt, int nonan) {
+  (void)nt;
+  (void)nonan;
   g_put(row, dt, j, a);
   g_put(row, dt, j + 1, b);
 }
@@ -312,8 +320,16 @@ ALWAYS_INLINE vf transform(vf x, vf mul, vf c, int mode) {
   return vmul(c, vtanh_d(vmul(x, mul), &d));
 }
 
+/* The last, partial vector of a row: left < VW values from element j, the
+ * lanes past the end set to -inf after the transform (the softcap would turn
+ * -inf padding into a finite -c). */
+ALWAYS_INLINE vf transform_tail(const char *row, int64_t j, int64_t left, vf mul, vf c, gs_dtype dt, int mode) {
+  _Alignas(32) float tmp[VW] = {0};
+  for (int64_t k = 0; k < left; k++) tmp[k] = x_at(row, dt, j + k);
+  return vtail(transform(vload(tmp), mul, c, mode), (int)left, -INFINITY);
+}
+
 /* z = transform(x[j0, j0 + n)) into z, padded to whole vectors with -inf.
- * The padding is set after the softcap, which would turn -inf into -c.
  * Returns the chunk max over the values that are not NaN (NaN reaches the
  * sums through exp instead). mul and c are locals: through p, every store to
  * z would force them to be reloaded. */
@@ -328,9 +344,7 @@ ALWAYS_INLINE float load_chunk_dt(const char *row, int64_t j0, int64_t n, float 
     mx = vmax_dropnan(mx, zz);
   }
   if (j < n) {
-    _Alignas(32) float tmp[VW] = {0};
-    for (int64_t k = 0; j + k < n; k++) tmp[k] = x_at(row, dt, j0 + j + k);
-    vf zz = vtail(transform(vload(tmp), mul, c, mode), (int)(n - j), -INFINITY);
+    vf zz = transform_tail(row, j0 + j, n - j, mul, c, dt, mode);
     vstore(z + j, zz);
     mx = vmax_dropnan(mx, zz);
   }
@@ -353,6 +367,45 @@ static float load_chunk(const plan *p, const char *row, int64_t j0, int64_t n, f
   case GS_BF16: return load_chunk_as(p, row, j0, n, z, GS_BF16, mode);
   case GS_F16: return load_chunk_as(p, row, j0, n, z, GS_F16, mode);
   default: return load_chunk_as(p, row, j0, n, z, GS_F32, mode);
+  }
+}
+
+/* The common chunk in one loop straight from the logits: z, its max, and
+ * e_j = exp(z_j - ref) against the running max ref (finite) rather than the
+ * chunk's own max, which is not known yet. z up to ref + FUSED_HEADROOM
+ * keeps e and its f32 sum finite; beyond that the caller redoes the chunk.
+ * Returns the chunk max; *sum gets sum_j e_j. */
+#define FUSED_HEADROOM 64.0f
+ALWAYS_INLINE void fused_step(vf zz, vf ref, float *e, vf *mx, vf *acc) {
+  *mx = vmax_dropnan(*mx, zz);
+  vf ej = vexp_neg(vsub(zz, ref));
+  if (e) vstore(e, ej);
+  *acc = vadd(*acc, ej);
+}
+
+ALWAYS_INLINE float fused_chunk_dt(const char *row, int64_t j0, int64_t n, float mul_s, float cap, float ref,
+                                   float *e, double *sum, gs_dtype dt, int mode) {
+  const vf mul = vdup(mul_s), c = vdup(cap), vref = vdup(ref);
+  vf mx = vdup(-INFINITY), acc = vdup(0);
+  int64_t j = 0;
+  for (; j + VW <= n; j += VW)
+    fused_step(transform(vload_x(row, dt, j0 + j), mul, c, mode), vref, e ? e + j : NULL, &mx, &acc);
+  if (j < n) fused_step(transform_tail(row, j0 + j, n - j, mul, c, dt, mode), vref, e ? e + j : NULL, &mx, &acc);
+  *sum = vsum(acc);
+  return vhmax(mx);
+}
+
+ALWAYS_INLINE float fused_chunk_as(const plan *p, const char *row, int64_t j0, int64_t n, float ref, float *e,
+                                   double *sum, gs_dtype dt) {
+  if (p->c > 0) return fused_chunk_dt(row, j0, n, p->s_over_c, p->c, ref, e, sum, dt, Z_CAPPED);
+  return fused_chunk_dt(row, j0, n, p->s, 0, ref, e, sum, dt, Z_SCALED);
+}
+
+static float fused_chunk(const plan *p, const char *row, int64_t j0, int64_t n, float ref, float *e, double *sum) {
+  switch (p->xdt) {
+  case GS_BF16: return fused_chunk_as(p, row, j0, n, ref, e, sum, GS_BF16);
+  case GS_F16: return fused_chunk_as(p, row, j0, n, ref, e, sum, GS_F16);
+  default: return fused_chunk_as(p, row, j0, n, ref, e, sum, GS_F32);
   }
 }
 
@@ -435,8 +488,23 @@ static void scan_row(const plan *p, const char *row, int64_t t, float *e, float 
   float m = p->no_max ? 0.0f : -INFINITY, r = 0, zt = 0;
   exp_sums acc = {0, 0, 0};
   double lin = 0;
+  /* the one-loop path needs nothing but z and exp(z - m) */
+  const int fused_ok = t >= 0 && !p->no_max && !(p->eps > 0);
   for (int64_t c = 0, j0 = 0; j0 < p->v; c++, j0 += CHUNK) {
     int64_t n = chunk_len(p, j0), np = padded(n);
+    if (fused_ok && isfinite(m) && !(t >= j0 && t < j0 + n)) {
+      double sum;
+      float cm = fused_chunk(p, row, j0, n, m, e ? e + j0 : NULL, &sum);
+      if (!(cm > m + FUSED_HEADROOM)) {
+        acc.small += sum;
+        if (mc) mc[c] = m;
+        if (cm > m) {
+          rescale(&acc, (double)cm - m);
+          m = cm;
+        }
+        continue;
+      }
+    }
     float cm = load_chunk(p, row, j0, n, z, 0);
     if (c == 0 && isfinite(cm)) r = cm;
     if (!p->no_max && cm > m) {
@@ -495,12 +563,19 @@ ALWAYS_INLINE vf grad_vec(const grad_consts *k, const float *e, const float *z, 
   return o;
 }
 
+/* How much of grad_vec a chunk needs: everything; only k1 e - k2 (CE,
+ * unweighted, no softcap chain); or that with k1, k2 finite, so that no
+ * NaN can come out and the bf16 rounding may skip its NaN case. */
+enum { GRAD_GENERAL, GRAD_SIMPLE, GRAD_SIMPLE_FINITE };
+
 ALWAYS_INLINE void grad_store_dt(const grad_consts *k, const float *e, const float *z, const float *y, const float *w,
-                                 int64_t n, char *grow, int64_t j0, int nt, gs_dtype dt, int simple) {
+                                 int64_t n, char *grow, int64_t j0, int nt, gs_dtype dt, int variant) {
+  const int simple = variant != GRAD_GENERAL, nonan = variant == GRAD_SIMPLE_FINITE;
   int64_t j = 0;
   for (; j + 2 * VW <= n; j += 2 * VW)
-    vstore_g2(grow, dt, j0 + j, grad_vec(k, e, z, y, w, j, simple), grad_vec(k, e, z, y, w, j + VW, simple), nt);
-  for (; j + VW <= n; j += VW) vstore_g(grow, dt, j0 + j, grad_vec(k, e, z, y, w, j, simple), nt);
+    vstore_g2(grow, dt, j0 + j, grad_vec(k, e, z, y, w, j, simple), grad_vec(k, e, z, y, w, j + VW, simple), nt,
+              nonan);
+  for (; j + VW <= n; j += VW) vstore_g(grow, dt, j0 + j, grad_vec(k, e, z, y, w, j, simple), nt, nonan);
   if (j < n) {
     _Alignas(32) float tail[VW];
     vstore(tail, grad_vec(k, e, z, y, w, j, simple));
@@ -508,22 +583,23 @@ ALWAYS_INLINE void grad_store_dt(const grad_consts *k, const float *e, const flo
   }
 }
 
+ALWAYS_INLINE void grad_store_as(const grad_consts *k, const float *e, const float *z, const float *y, const float *w,
+                                 int64_t n, char *grow, int64_t j0, int nt, gs_dtype dt, int variant) {
+  switch (variant) {
+  case GRAD_SIMPLE_FINITE: grad_store_dt(k, e, z, y, w, n, grow, j0, nt, dt, GRAD_SIMPLE_FINITE); break;
+  case GRAD_SIMPLE: grad_store_dt(k, e, z, y, w, n, grow, j0, nt, dt, GRAD_SIMPLE); break;
+  default: grad_store_dt(k, e, z, y, w, n, grow, j0, nt, dt, GRAD_GENERAL); break;
+  }
+}
+
 static void grad_store(const plan *p, const grad_consts *k, const float *e, const float *z, const float *y,
-                       const float *w, int64_t n, char *grow, int64_t j0, int nt) {
-  const int simple = !k->entropy && !k->cap && !w;
+                       const float *w, int64_t n, char *grow, int64_t j0, int nt, int finite) {
+  int variant = GRAD_GENERAL;
+  if (!k->entropy && !k->cap && !w) variant = finite ? GRAD_SIMPLE_FINITE : GRAD_SIMPLE;
   switch (p->gdt) {
-  case GS_BF16:
-    if (simple) grad_store_dt(k, e, z, y, w, n, grow, j0, nt, GS_BF16, 1);
-    else grad_store_dt(k, e, z, y, w, n, grow, j0, nt, GS_BF16, 0);
-    break;
-  case GS_F16:
-    if (simple) grad_store_dt(k, e, z, y, w, n, grow, j0, nt, GS_F16, 1);
-    else grad_store_dt(k, e, z, y, w, n, grow, j0, nt, GS_F16, 0);
-    break;
-  default:
-    if (simple) grad_store_dt(k, e, z, y, w, n, grow, j0, nt, GS_F32, 1);
-    else grad_store_dt(k, e, z, y, w, n, grow, j0, nt, GS_F32, 0);
-    break;
+  case GS_BF16: grad_store_as(k, e, z, y, w, n, grow, j0, nt, GS_BF16, variant); break;
+  case GS_F16: grad_store_as(k, e, z, y, w, n, grow, j0, nt, GS_F16, variant); break;
+  default: grad_store_as(k, e, z, y, w, n, grow, j0, nt, GS_F32, variant); break;
   }
 }
 
@@ -532,17 +608,19 @@ static void grad_store(const plan *p, const grad_consts *k, const float *e, cons
 static void write_grad(const plan *p, const char *xrow, char *grow, const float *e, const float *mc,
                        const row_stats *st, double a, double b, double mu, int nt) {
   _Alignas(32) float z[CHUNK], y[CHUNK];
-  grad_consts k = {.k2 = vdup((float)(b * p->cs)), .mu = vdup((float)mu), .m = vdup(st->m),
+  const float k2 = (float)(b * p->cs);
+  grad_consts k = {.k2 = vdup(k2), .mu = vdup((float)mu), .m = vdup(st->m),
                    .entropy = p->op == GS_OP_ENTROPY, .cap = p->cap_chain};
   for (int64_t c = 0, j0 = 0; j0 < p->v; c++, j0 += CHUNK) {
     int64_t n = chunk_len(p, j0);
     double f = exp((double)mc[c] - st->m - st->log_s); /* p_j = e_j f */
-    k.k1 = vdup((float)(a * f * p->cs));
+    float k1 = (float)(a * f * p->cs);
+    k.k1 = vdup(k1);
     /* z is reloaded exactly as pass 1 did (through memory: an FMA-contracted
      * c tanh(y) - m would differ from it in the last bit) */
     if (k.entropy) load_chunk(p, xrow, j0, n, z, 0);
     if (k.cap) load_chunk(p, xrow, j0, n, y, 1);
-    grad_store(p, &k, e + j0, z, y, p->wgrad ? p->wgrad + j0 : NULL, n, grow, j0, nt);
+    grad_store(p, &k, e + j0, z, y, p->wgrad ? p->wgrad + j0 : NULL, n, grow, j0, nt, isfinite(k1) && isfinite(k2));
   }
 }
 
