@@ -15,6 +15,10 @@
 
 #include "gs_types.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct {
   int64_t n;                /* rows; 0 is allowed */
   int64_t v;                /* classes (vocabulary); >= 1 */
@@ -81,5 +85,9 @@ gs_status gs_entropy_forward_cuda(const gs_ce_args *a, gs_error *err);
 gs_status gs_entropy_backward_ref(const gs_ce_args *a, gs_error *err);
 gs_status gs_entropy_backward_cpu(const gs_ce_args *a, gs_error *err);
 gs_status gs_entropy_backward_cuda(const gs_ce_args *a, gs_error *err);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -5,6 +5,10 @@
 
 #include "cross_entropy.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum { GS_OP_CE = 0, GS_OP_LOG_PROBS = 1, GS_OP_ENTROPY = 2 } gs_ce_op;
 
 /* Checks shapes, dtypes and option ranges (not target values: those are
@@ -14,5 +18,9 @@ gs_status gs_ce_check_args(const gs_ce_args *a, gs_ce_op op, int backward, int w
 
 /* Fills err for a target outside [0, v) and returns GS_ERR_TARGET. */
 gs_status gs_ce_target_error(gs_error *err, int64_t row, int64_t value, int64_t v);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -6,6 +6,10 @@
 
 #include "gs_types.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* 1 when the build has CUDA code in it at all. */
 int gs_cuda_built(void);
 /* Number of usable devices; 0 with err->msg saying why when there is none. */
@@ -23,5 +27,9 @@ gs_status gs_cuda_synchronize(gs_error *err);
 size_t gs_cuda_bytes_in_use(void);
 size_t gs_cuda_peak_bytes(void);
 void gs_cuda_reset_peak(void);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

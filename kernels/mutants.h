@@ -7,6 +7,10 @@
 
 #include "gs_types.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef enum {
   GS_MUT_NONE = 0,
   GS_MUT_GRAD_SIGN = 1,          /* every gradient negated */
@@ -36,6 +40,10 @@ extern int gs_active_mutant;
 #else
 #define GS_MUTANT(id) 0
 #endif
+#endif
+
+#ifdef __cplusplus
+}
 #endif
 
 #endif
