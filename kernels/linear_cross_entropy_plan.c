@@ -9,7 +9,7 @@
  * (inner dimension = chunk rows) still runs near peak. GPU: cuBLAS needs a
  * few thousand rows of inner dimension before dW stops being bound by
  * reading and writing the f32 accumulator. */
-#define CPU_CHUNK_BYTES ((int64_t)16 << 20)
+#define CPU_CHUNK_BYTES ((int64_t)24 << 20)
 #define CUDA_CHUNK_BYTES ((int64_t)1 << 30)
 
 static const char *dtype_name(gs_dtype d) {
@@ -153,7 +153,8 @@ void gs_lce_chunk_args(gs_ce_args *ce, const gs_lce_args *a, const gs_lce_plan *
 
 int64_t gs_lce_default_chunk_rows(int64_t n, int64_t v, int cuda) {
   int64_t budget = cuda ? CUDA_CHUNK_BYTES : CPU_CHUNK_BYTES;
-  int64_t fit = budget / (v * (int64_t)sizeof(float)), rows = 1;
-  while (rows * 2 <= fit) rows *= 2; /* a power of two: whole GEMM tiles */
+  int64_t rows = budget / (v * (int64_t)sizeof(float));
+  if (rows >= 32) rows = rows / 16 * 16; /* whole GEMM tiles */
+  if (rows < 1) rows = 1;
   return rows < n ? rows : (n > 0 ? n : 1);
 }

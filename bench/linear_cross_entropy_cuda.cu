@@ -1,0 +1,499 @@
+// bench_linear_cross_entropy_cuda: fused, chunked linear cross entropy with
+// cuBLAS (gs_lce_forward_cuda) against the unfused path, on the same inputs
+// in the same run:
+//
+//   unfused      x = h W^T for all N rows in f32 (one cublasGemmEx), the CUDA
+//                cross-entropy kernel's fused forward+backward writing G in
+//                h's dtype, dh = G W and dW = G^T h (two GEMMs, f32 compute,
+//                straight into the outputs): the fused path's numerics with
+//                N x V logits held at once
+//   unfused-16   the same with the logits in h's dtype and G written over
+//                them: the leanest unfused path, at a precision cost
+//   fused        chunk_rows rows at a time; dW accumulated in f32 scratch
+//                (or, with "dW f32", in the f32 output itself)
+//
+// Each is timed (median over the repeats, whole forward+backward, synchronised)
+// and its peak extra device memory taken: gs_cuda_peak_bytes over the call,
+// beyond its inputs and outputs. Every device allocation of the kernels and of
+// this file goes through the accounted allocator (kernels/gs_device.h); the
+// cuBLAS workspaces come from it too and are set up on the warm-up call.
+//
+//   bench_linear_cross_entropy_cuda --check           small cases: fused, unfused and
+//                                                     the f64 reference agree (PASS/FAIL)
+//   bench_linear_cross_entropy_cuda [--reps R] [--chunk-rows C] [--sweep C1,C2,...]
+//                                   [--n N] [--h H] [--v V] [--dtype bf16|f16|f32]
+//
+// Defaults: N=8192, H=4096, V=128256, bf16, reduction mean.
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+extern "C" {
+#include "cross_entropy.h"
+#include "gs_device.h"
+#include "gs_half.h"
+#include "linear_cross_entropy.h"
+}
+
+namespace {
+
+#define CK(call)                                                                              \
+  do {                                                                                        \
+    cudaError_t e_ = (call);                                                                  \
+    if (e_ != cudaSuccess) {                                                                  \
+      fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
+      exit(1);                                                                                \
+    }                                                                                         \
+  } while (0)
+
+#define CB(call)                                                                                   \
+  do {                                                                                             \
+    cublasStatus_t s_ = (call);                                                                    \
+    if (s_ != CUBLAS_STATUS_SUCCESS) {                                                             \
+      fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cublasGetStatusString(s_));    \
+      exit(1);                                                                                     \
+    }                                                                                              \
+  } while (0)
+
+void ok_or_die(const char *what, gs_status st, const gs_error &err) {
+  if (st != GS_OK) {
+    fprintf(stderr, "%s failed: status %d: %s\n", what, (int)st, err.msg);
+    exit(1);
+  }
+}
+
+size_t dsize(gs_dtype d) { return d == GS_F64 || d == GS_I64 ? 8 : d == GS_F32 || d == GS_I32 ? 4 : 2; }
+const char *dname(gs_dtype d) { return d == GS_F32 ? "f32" : d == GS_BF16 ? "bf16" : d == GS_F16 ? "f16" : "f64"; }
+cudaDataType_t ctype(gs_dtype d) { return d == GS_F32 ? CUDA_R_32F : d == GS_BF16 ? CUDA_R_16BF : CUDA_R_16F; }
+
+void *dev_alloc(size_t bytes) {
+  void *p = nullptr;
+  gs_error err = {};
+  ok_or_die("gs_cuda_malloc", gs_cuda_malloc(&p, bytes, &err), err);
+  return p;
+}
+
+__device__ __forceinline__ void store_as(void *p, int dt, int64_t k, float x) {
+  if (dt == GS_F32) ((float *)p)[k] = x;
+  else if (dt == GS_BF16) ((__nv_bfloat16 *)p)[k] = __float2bfloat16_rn(x);
+  else ((__half *)p)[k] = __float2half_rn(x);
+}
+
+__device__ __forceinline__ float load_as(const void *p, int dt, int64_t k) {
+  if (dt == GS_F32) return ((const float *)p)[k];
+  if (dt == GS_BF16) return __bfloat162float(((const __nv_bfloat16 *)p)[k]);
+  return __half2float(((const __half *)p)[k]);
+}
+
+// Uniform in [-scale, scale) from a hash of (seed, k): fills gigabytes in milliseconds.
+__global__ void fill_uniform(void *p, int dt, int64_t n, uint64_t seed, float scale) {
+  for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < n; k += (int64_t)gridDim.x * blockDim.x) {
+    uint64_t z = seed * 0x9e3779b97f4a7c15ull + (uint64_t)k * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    store_as(p, dt, k, scale * (2.0f * (float)(z >> 40) * (1.0f / 16777216.0f) - 1.0f));
+  }
+}
+
+__global__ void fill_const(void *p, int dt, int64_t n, float x) {
+  for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < n; k += (int64_t)gridDim.x * blockDim.x)
+    store_as(p, dt, k, x);
+}
+
+__global__ void bias_rows(float *x, int64_t ld, int64_t rows, int64_t v, const void *bias, int bdt) {
+  for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < rows * v; k += (int64_t)gridDim.x * blockDim.x)
+    x[(k / v) * ld + k % v] = load_as(bias, bdt, k % v);
+}
+
+unsigned grid_for(int64_t n) { return (unsigned)std::min<int64_t>(std::max<int64_t>((n + 255) / 256, 1), 65535); }
+
+uint64_t g_rng = 0x1234567ull;
+uint64_t next_u64() {
+  uint64_t z = (g_rng += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+// One problem on the device, and the options both paths are given.
+struct Problem {
+  int64_t n, hd, v;
+  gs_dtype dt;
+  void *h, *w, *bias;  // bias: NULL or v values in dt
+  int64_t *target;
+  float *weight;       // NULL or v class weights
+  double eps, softcap, lam, scale;
+  gs_reduction reduction;
+};
+
+Problem make_problem(int64_t n, int64_t hd, int64_t v, gs_dtype dt, bool bias, bool weight, uint64_t seed) {
+  Problem p{};
+  p.n = n, p.hd = hd, p.v = v, p.dt = dt, p.scale = 1, p.reduction = GS_REDUCE_MEAN;
+  p.h = dev_alloc((size_t)(n * hd) * dsize(dt));
+  p.w = dev_alloc((size_t)(v * hd) * dsize(dt));
+  // logits of std ~2: h uniform in [-1.7, 1.7), W scaled by 1/sqrt(H)
+  fill_uniform<<<grid_for(n * hd), 256>>>(p.h, dt, n * hd, seed, 1.7f);
+  fill_uniform<<<grid_for(v * hd), 256>>>(p.w, dt, v * hd, seed + 1, 2.0f / sqrtf((float)hd));
+  if (bias) {
+    p.bias = dev_alloc((size_t)v * dsize(dt));
+    fill_uniform<<<grid_for(v), 256>>>(p.bias, dt, v, seed + 2, 0.5f);
+  }
+  std::vector<int64_t> t((size_t)n);
+  for (int64_t i = 0; i < n; i++) t[(size_t)i] = i % 17 == 5 ? -100 : (int64_t)(next_u64() % (uint64_t)v);
+  p.target = (int64_t *)dev_alloc((size_t)n * 8);
+  if (n) CK(cudaMemcpy(p.target, t.data(), (size_t)n * 8, cudaMemcpyHostToDevice));
+  if (weight) {
+    std::vector<float> w((size_t)v);
+    for (auto &x : w) x = 0.5f + 1.5f * (float)(next_u64() >> 40) / 16777216.0f;
+    p.weight = (float *)dev_alloc((size_t)v * 4);
+    CK(cudaMemcpy(p.weight, w.data(), (size_t)v * 4, cudaMemcpyHostToDevice));
+  }
+  CK(cudaDeviceSynchronize());
+  return p;
+}
+
+void free_problem(Problem &p) {
+  gs_cuda_free(p.h);
+  gs_cuda_free(p.w);
+  gs_cuda_free(p.bias);
+  gs_cuda_free(p.target);
+  gs_cuda_free(p.weight);
+}
+
+// Outputs: dh, dW in dw_dt (default: the input dtype), db in f32, loss.
+struct Outputs {
+  void *dh, *dw;
+  gs_dtype dw_dt;
+  float *db, *loss;
+};
+
+Outputs make_outputs(const Problem &p, gs_dtype dw_dt) {
+  Outputs o{};
+  o.dh = dev_alloc((size_t)(p.n * p.hd) * dsize(p.dt));
+  o.dw = dev_alloc((size_t)(p.v * p.hd) * dsize(dw_dt));
+  o.dw_dt = dw_dt;
+  o.db = p.bias ? (float *)dev_alloc((size_t)p.v * 4) : nullptr;
+  o.loss = (float *)dev_alloc(4);
+  return o;
+}
+
+void free_outputs(Outputs &o) {
+  gs_cuda_free(o.dh);
+  gs_cuda_free(o.dw);
+  gs_cuda_free(o.db);
+  gs_cuda_free(o.loss);
+}
+
+void run_fused(const Problem &p, Outputs &o, int64_t chunk_rows) {
+  gs_lce_args a = {};
+  a.n = p.n, a.hidden = p.hd, a.v = p.v;
+  a.h = p.h, a.h_dtype = p.dt, a.h_stride = p.hd;
+  a.w = p.w, a.w_dtype = p.dt, a.w_stride = p.hd;
+  a.bias = p.bias, a.bias_dtype = p.dt;
+  a.target = p.target, a.target_dtype = GS_I64, a.ignore_index = -100, a.weight = p.weight;
+  a.label_smoothing = p.eps, a.logit_scale = p.scale, a.softcap = p.softcap, a.lse_square_scale = p.lam;
+  a.reduction = p.reduction, a.loss = o.loss;
+  a.dh = o.dh, a.dh_dtype = p.dt, a.dh_stride = p.hd;
+  a.dw = o.dw, a.dw_dtype = o.dw_dt, a.dw_stride = p.hd;
+  a.db = o.db, a.db_dtype = GS_F32;
+  a.chunk_rows = chunk_rows;
+  gs_error err = {};
+  ok_or_die("gs_lce_forward_cuda", gs_lce_forward_cuda(&a, &err), err);
+}
+
+struct Blas {
+  cublasHandle_t h = nullptr;
+  void *ws = nullptr;
+  void init() {
+    CB(cublasCreate(&h));
+    CB(cublasSetMathMode(h, CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION));
+    ws = dev_alloc((size_t)32 << 20);
+    CB(cublasSetWorkspace(h, ws, (size_t)32 << 20));
+  }
+  void gemm(cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n, int64_t k, float alpha, const void *a,
+            gs_dtype adt, int64_t lda, const void *b, int64_t ldb, float beta, void *c, cudaDataType_t ct,
+            int64_t ldc) {
+    CB(cublasGemmEx(h, ta, tb, (int)m, (int)n, (int)k, &alpha, a, ctype(adt), (int)lda, b, ctype(adt), (int)ldb, &beta,
+                    c, ct, (int)ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  }
+};
+Blas g_blas;
+
+// All N x V logits at once. lean: logits in the input dtype and G over them.
+void run_unfused(const Problem &p, Outputs &o, bool lean) {
+  const int64_t n = p.n, hd = p.hd, v = p.v, ld = (v + 7) / 8 * 8;
+  if (p.bias && lean) {
+    fprintf(stderr, "unfused-16 takes no bias\n");
+    exit(1);
+  }
+  const gs_dtype xdt = lean ? p.dt : GS_F32;
+  void *x = dev_alloc((size_t)(n * ld) * dsize(xdt));
+  void *g = (lean || p.dt == GS_F32) ? x : dev_alloc((size_t)(n * ld) * dsize(p.dt));
+  void *ones = p.bias ? dev_alloc((size_t)n * dsize(p.dt)) : nullptr;
+  float beta = 0;
+  if (p.bias) {
+    fill_const<<<grid_for(n), 256>>>(ones, p.dt, n, 1.f);
+    if (!lean) {
+      bias_rows<<<grid_for(n * v), 256>>>((float *)x, ld, n, v, p.bias, p.dt);
+      beta = 1;
+    }
+  }
+  // x^T (v x n) = W h^T, column-major views of the row-major buffers
+  g_blas.gemm(CUBLAS_OP_T, CUBLAS_OP_N, v, n, hd, 1.f, p.w, p.dt, hd, p.h, hd, beta, x, ctype(xdt), ld);
+  gs_ce_args ce = {};
+  ce.n = n, ce.v = v, ce.logits = x, ce.logits_dtype = xdt, ce.logits_stride = ld;
+  ce.target = p.target, ce.target_dtype = GS_I64, ce.ignore_index = -100, ce.weight = p.weight;
+  ce.label_smoothing = p.eps, ce.logit_scale = p.scale, ce.softcap = p.softcap, ce.lse_square_scale = p.lam;
+  ce.reduction = p.reduction, ce.loss = o.loss;
+  ce.grad = g, ce.grad_dtype = p.dt, ce.grad_stride = ld;
+  gs_error err = {};
+  ok_or_die("gs_ce_forward_cuda", gs_ce_forward_cuda(&ce, &err), err);
+  g_blas.gemm(CUBLAS_OP_N, CUBLAS_OP_N, hd, n, v, 1.f, p.w, p.dt, hd, g, ld, 0.f, o.dh, ctype(p.dt), hd);
+  g_blas.gemm(CUBLAS_OP_N, CUBLAS_OP_T, hd, v, n, 1.f, p.h, p.dt, hd, g, ld, 0.f, o.dw, ctype(o.dw_dt), hd);
+  if (p.bias) g_blas.gemm(CUBLAS_OP_N, CUBLAS_OP_N, v, 1, n, 1.f, g, p.dt, ld, ones, n, 0.f, o.db, CUDA_R_32F, v);
+  CK(cudaDeviceSynchronize());
+  gs_cuda_free(ones);
+  if (g != x) gs_cuda_free(g);
+  gs_cuda_free(x);
+}
+
+// Device values as doubles.
+std::vector<double> fetch(const void *p, gs_dtype dt, int64_t n) {
+  std::vector<uint8_t> raw((size_t)n * dsize(dt));
+  if (n) CK(cudaMemcpy(raw.data(), p, raw.size(), cudaMemcpyDeviceToHost));
+  std::vector<double> out((size_t)n);
+  for (int64_t k = 0; k < n; k++) {
+    if (dt == GS_F32) out[(size_t)k] = ((const float *)raw.data())[k];
+    else if (dt == GS_BF16) out[(size_t)k] = gs_bf16_to_f32(((const uint16_t *)raw.data())[k]);
+    else out[(size_t)k] = gs_f16_to_f32(((const uint16_t *)raw.data())[k]);
+  }
+  return out;
+}
+
+std::vector<uint8_t> fetch_raw(const void *p, size_t bytes) {
+  std::vector<uint8_t> raw(bytes);
+  if (bytes) CK(cudaMemcpy(raw.data(), p, bytes, cudaMemcpyDeviceToHost));
+  return raw;
+}
+
+// max |a - b| over max |b|: the error relative to the output's scale.
+double rel_err(const std::vector<double> &a, const std::vector<double> &b) {
+  double d = 0, s = 0;
+  for (size_t k = 0; k < a.size(); k++) {
+    double e = std::fabs(a[k] - b[k]);
+    d = std::isnan(e) ? INFINITY : std::max(d, e);
+    s = std::max(s, std::fabs(b[k]));
+  }
+  return s > 0 ? d / s : d;
+}
+
+struct Ref {
+  double loss;
+  std::vector<double> dh, dw, db;
+};
+
+// The f64 reference of kernels/cpu/linear_cross_entropy_ref.c on host copies.
+Ref reference(const Problem &p) {
+  auto h = fetch_raw(p.h, (size_t)(p.n * p.hd) * dsize(p.dt));
+  auto w = fetch_raw(p.w, (size_t)(p.v * p.hd) * dsize(p.dt));
+  auto b = p.bias ? fetch_raw(p.bias, (size_t)p.v * dsize(p.dt)) : std::vector<uint8_t>();
+  auto t = fetch_raw(p.target, (size_t)p.n * 8);
+  std::vector<float> wt;
+  if (p.weight) {
+    auto raw = fetch_raw(p.weight, (size_t)p.v * 4);
+    wt.assign((const float *)raw.data(), (const float *)raw.data() + p.v);
+  }
+  Ref r;
+  r.dh.resize((size_t)(p.n * p.hd));
+  r.dw.resize((size_t)(p.v * p.hd));
+  r.db.resize((size_t)p.v);
+  gs_lce_args a = {};
+  a.n = p.n, a.hidden = p.hd, a.v = p.v;
+  a.h = h.data(), a.h_dtype = p.dt, a.h_stride = p.hd;
+  a.w = w.data(), a.w_dtype = p.dt, a.w_stride = p.hd;
+  a.bias = p.bias ? b.data() : nullptr, a.bias_dtype = p.dt;
+  a.target = t.data(), a.target_dtype = GS_I64, a.ignore_index = -100, a.weight = p.weight ? wt.data() : nullptr;
+  a.label_smoothing = p.eps, a.logit_scale = p.scale, a.softcap = p.softcap, a.lse_square_scale = p.lam;
+  a.reduction = p.reduction, a.loss = &r.loss;
+  a.dh = r.dh.data(), a.dh_dtype = GS_F64, a.dh_stride = p.hd;
+  a.dw = r.dw.data(), a.dw_dtype = GS_F64, a.dw_stride = p.hd;
+  a.db = p.bias ? r.db.data() : nullptr, a.db_dtype = GS_F64;
+  gs_error err = {};
+  ok_or_die("gs_lce_forward_ref", gs_lce_forward_ref(&a, &err), err);
+  return r;
+}
+
+int check_mode() {
+  struct Case {
+    int64_t n, hd, v, chunk;
+    gs_dtype dt;
+    bool bias, weight;
+    double eps, softcap, lam;
+    const char *what;
+  };
+  const Case cases[] = {
+      {13, 19, 37, 4, GS_F32, true, false, 0, 0, 0, "odd sizes, bias"},
+      {13, 19, 37, 4, GS_BF16, true, true, 0.1, 0, 0.01, "weight, smoothing, z-loss, bias"},
+      {300, 64, 1000, 64, GS_BF16, false, true, 0, 0, 1e-3, "weight, z-loss (mean: D != count)"},
+      {257, 96, 4099, 100, GS_F16, true, false, 0.05, 30, 0, "softcap, smoothing, last chunk of 57 rows"},
+      {512, 64, 8000, 1, GS_BF16, false, false, 0, 0, 0, "512 chunks of one row: f32 accumulation of dW"},
+      {600, 64, 5000, 0, GS_BF16, true, false, 0, 0, 0, "the default chunk"},
+  };
+  int fails = 0;
+  for (const Case &c : cases) {
+    Problem p = make_problem(c.n, c.hd, c.v, c.dt, c.bias, c.weight, 42 + c.n);
+    p.eps = c.eps, p.softcap = c.softcap, p.lam = c.lam;
+    Outputs of = make_outputs(p, p.dt), ou = make_outputs(p, p.dt);
+    run_fused(p, of, c.chunk);
+    run_unfused(p, ou, false);
+    Ref r = reference(p);
+    const double tol = c.dt == GS_F32 ? 2e-5 : c.dt == GS_F16 ? 4e-3 : 2e-2;
+    auto fl = fetch(of.loss, GS_F32, 1), ul = fetch(ou.loss, GS_F32, 1);
+    auto fdh = fetch(of.dh, p.dt, p.n * p.hd), udh = fetch(ou.dh, p.dt, p.n * p.hd);
+    auto fdw = fetch(of.dw, p.dt, p.v * p.hd), udw = fetch(ou.dw, p.dt, p.v * p.hd);
+    double e[8] = {std::fabs(fl[0] - r.loss) / std::fabs(r.loss), rel_err(fdh, r.dh), rel_err(fdw, r.dw), 0,
+                   std::fabs(fl[0] - ul[0]) / std::fabs(ul[0]), rel_err(fdh, udh), rel_err(fdw, udw), 0};
+    if (p.bias) {
+      auto fdb = fetch(of.db, GS_F32, p.v), udb = fetch(ou.db, GS_F32, p.v);
+      e[3] = rel_err(fdb, r.db);
+      e[7] = rel_err(fdb, udb);
+    }
+    bool ok = e[0] < 2e-5 && e[4] < 2e-5;
+    for (int k : {1, 2, 3, 5, 6, 7}) ok = ok && e[k] < tol;
+    fails += !ok;
+    printf("%s  %s N=%lld H=%lld V=%lld chunk_rows=%lld (%s)\n", ok ? "PASS" : "FAIL", dname(p.dt), (long long)p.n,
+           (long long)p.hd, (long long)p.v, (long long)c.chunk, c.what);
+    printf("      fused vs f64 ref: loss %.1e dh %.1e dW %.1e db %.1e | fused vs unfused: loss %.1e dh %.1e dW %.1e "
+           "db %.1e (tol %.0e)\n",
+           e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7], tol);
+    free_outputs(of);
+    free_outputs(ou);
+    free_problem(p);
+  }
+  printf("check: %s (%d failed)\n", fails ? "FAIL" : "PASS", fails);
+  return fails ? 1 : 0;
+}
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+struct Measure {
+  double ms;
+  double extra_gib;
+};
+
+template <typename F> Measure measure(F &&fn, int reps) {
+  fn();  // warm-up: cuBLAS heuristics, workspaces, plan caches
+  CK(cudaDeviceSynchronize());
+  std::vector<double> t;
+  Measure m{};
+  for (int k = 0; k < reps; k++) {
+    gs_cuda_reset_peak();
+    const size_t base = gs_cuda_bytes_in_use();
+    const double t0 = now_s();
+    fn();
+    CK(cudaDeviceSynchronize());
+    t.push_back(1e3 * (now_s() - t0));
+    if (k == 0) m.extra_gib = (double)(gs_cuda_peak_bytes() - base) / (1024.0 * 1024.0 * 1024.0);
+  }
+  std::sort(t.begin(), t.end());
+  m.ms = t.size() % 2 ? t[t.size() / 2] : 0.5 * (t[t.size() / 2 - 1] + t[t.size() / 2]);
+  return m;
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+  int64_t n = 8192, hd = 4096, v = 128256, chunk_rows = 0;
+  std::vector<int64_t> sweep;
+  int reps = 10;
+  gs_dtype dt = GS_BF16;
+  for (int i = 1; i < argc; i++) {
+    std::string a = argv[i];
+    const char *val = i + 1 < argc ? argv[i + 1] : nullptr;
+    if (a == "--check") {
+      g_blas.init();
+      return check_mode();
+    } else if (a == "--reps" && val) reps = atoi(argv[++i]);
+    else if (a == "--chunk-rows" && val) chunk_rows = atoll(argv[++i]);
+    else if (a == "--n" && val) n = atoll(argv[++i]);
+    else if (a == "--h" && val) hd = atoll(argv[++i]);
+    else if (a == "--v" && val) v = atoll(argv[++i]);
+    else if (a == "--sweep" && val) {
+      for (char *tok = strtok(argv[++i], ","); tok; tok = strtok(nullptr, ",")) sweep.push_back(atoll(tok));
+    } else if (a == "--dtype" && val) {
+      std::string d = argv[++i];
+      dt = d == "f32" ? GS_F32 : d == "f16" ? GS_F16 : GS_BF16;
+    } else {
+      fprintf(stderr,
+              "usage: %s [--check] [--reps R] [--chunk-rows C] [--sweep C1,C2,...] [--n N] [--h H] [--v V] "
+              "[--dtype bf16|f16|f32]\n",
+              argv[0]);
+      return 2;
+    }
+  }
+  reps = std::max(reps, 1);
+  g_blas.init();
+  char desc[256];
+  gs_error err = {};
+  ok_or_die("gs_cuda_describe", gs_cuda_describe(desc, sizeof desc, &err), err);
+
+  Problem p = make_problem(n, hd, v, dt, false, false, 7);
+  Outputs o = make_outputs(p, dt), o32 = make_outputs(p, GS_F32);
+  const double logits_gib = (double)(n * v) * 4 / (1024.0 * 1024.0 * 1024.0);
+  printf("linear cross entropy on cuda: %s\n", desc);
+  printf("N=%lld H=%lld V=%lld %s, reduction mean, median of %d; f32 logits alone are %.2f GiB\n", (long long)n,
+         (long long)hd, (long long)v, dname(dt), reps, logits_gib);
+  printf("extra = peak device bytes during the call beyond its inputs and outputs\n\n");
+
+  Measure mu = measure([&] { run_unfused(p, o, false); }, reps);
+  Measure ml = measure([&] { run_unfused(p, o, true); }, reps);
+  printf("%-40s %10s %11s %8s %8s\n", "path", "median ms", "extra GiB", "time", "memory");
+  printf("%-40s %10.2f %11.3f %7.3fx %7.3fx\n", "unfused (f32 logits, G in h's dtype)", mu.ms, mu.extra_gib, 1.0, 1.0);
+  char name[96];
+  snprintf(name, sizeof name, "unfused-16 (%s logits, G in place)", dname(dt));
+  printf("%-40s %10.2f %11.3f %7.3fx %7.3fx\n", name, ml.ms, ml.extra_gib, ml.ms / mu.ms, ml.extra_gib / mu.extra_gib);
+  if (sweep.empty()) sweep.push_back(chunk_rows);
+  for (int64_t rows : sweep) {
+    const int64_t used = rows > 0 ? std::min(rows, n) : gs_lce_default_chunk_rows(n, v, 1);
+    Measure mf = measure([&] { run_fused(p, o, rows); }, reps);
+    snprintf(name, sizeof name, "fused, chunk_rows = %lld%s", (long long)used, rows > 0 ? "" : " (default)");
+    printf("%-40s %10.2f %11.3f %7.3fx %7.3fx\n", name, mf.ms, mf.extra_gib, mf.ms / mu.ms, mf.extra_gib / mu.extra_gib);
+    if (dt != GS_F32) {
+      Measure m32 = measure([&] { run_fused(p, o32, rows); }, reps);
+      snprintf(name, sizeof name, "  the same, dW in f32 (no accumulator)");
+      printf("%-40s %10.2f %11.3f %7.3fx %7.3fx\n", name, m32.ms, m32.extra_gib, m32.ms / mu.ms,
+             m32.extra_gib / mu.extra_gib);
+    }
+  }
+  const double acc_gib = dt != GS_F32 ? (double)(v * hd) * 4 / (1024.0 * 1024.0 * 1024.0) : 0.0;
+  printf("\nfused extra = the chunk (f32 logits%s) + the f32 dW accumulator (%.3f GiB) + cuBLAS workspace\n",
+         dt != GS_F32 ? " and G" : "", acc_gib);
+
+  // The last fused run and the unfused one agree? (dW: its first 4096 rows)
+  run_fused(p, o, sweep.back());
+  Outputs ou = make_outputs(p, dt);
+  run_unfused(p, ou, false);
+  auto fl = fetch(o.loss, GS_F32, 1), ul = fetch(ou.loss, GS_F32, 1);
+  printf("fused vs unfused: loss %.2e relative, dh %.1e, dW %.1e (relative to scale)\n",
+         std::fabs(fl[0] - ul[0]) / std::fabs(ul[0]), rel_err(fetch(o.dh, dt, n * hd), fetch(ou.dh, dt, n * hd)),
+         rel_err(fetch(o.dw, dt, std::min<int64_t>(v, 4096) * hd), fetch(ou.dw, dt, std::min<int64_t>(v, 4096) * hd)));
+  free_outputs(ou);
+  free_outputs(o);
+  free_outputs(o32);
+  free_problem(p);
+  return 0;
+}
