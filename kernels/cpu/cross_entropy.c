@@ -1,13 +1,15 @@
 /* The fast CPU backend of the cross-entropy family (contract: ../cross_entropy.h).
  *
- * Each row is read from memory once. Pass 1 converts it to f32 in L1-sized
- * chunks (scale and softcap applied, tail lanes masked afterwards) and keeps
- * an online max and sum of exp: a chunk that raises the max rescales the sum
- * so far. It also keeps e_j = exp(z_j - m_c), m_c being the max when chunk c
- * was seen, in a per-worker row buffer that stays in L2. Once lse is known,
- * pass 2 writes the gradient from p_j = e_j exp(m_c - lse): one multiply-add
- * per element and no second exp; the logits are read again (from cache) only
- * where z itself is needed (softcap chain, entropy).
+ * Each row is read from memory once, in L1-sized chunks. Pass 1 keeps an
+ * online max m and sum of exp(z - m): most chunks take one loop straight
+ * from the logits (convert, scale or softcap, max, exp against the running
+ * max, sum); a chunk that raises the max rescales the sums so far. The terms
+ * e_j are kept, with the max m_c they were taken against, in a per-worker
+ * row buffer that stays in L2. Once lse is known, pass 2 writes the gradient
+ * from p_j = e_j exp(m_c - lse): one multiply-add per element and no second
+ * exp; the logits are read again (from cache) only where z itself is needed
+ * (softcap chain, entropy). The target's column is left out of the f32 sums
+ * and handled in f64, so that 1 - p_t keeps its digits as p_t -> 1.
  *
  * Rows are handed to threads in fixed blocks and each block keeps its own
  * partial sum; the sums are added in block order, so a reduction gives the
