@@ -79,10 +79,26 @@ if [ -x "$BENCH" ]; then
         --filter "${RACECHECK_FILTER:-V=4099}"
       grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|^check:' "$OUT/racecheck.log" | tee -a "$SUMMARY"
     fi
+    if [ -x "$BUILD/gradspec" ]; then
+      # The cuda specs in one process (--no-isolate) so the sanitizer sees
+      # every launch; the 8 GiB offset spec (#big) is left out for time.
+      run_step "compute-sanitizer memcheck (gradspec cuda specs)" memcheck_specs.log \
+        timeout "${SANITIZER_TIMEOUT:-240}" "$SAN" --tool memcheck --error-exitcode 3 \
+        "$BUILD/gradspec" run specs/ --tags cuda --exclude-tags big --no-isolate
+      grep -E 'ERROR SUMMARY|^[0-9]+ passed' "$OUT/memcheck_specs.log" | tee -a "$SUMMARY"
+    fi
   else
     note "compute-sanitizer not found: memcheck skipped"
   fi
 else
   note "$BENCH missing: nothing to run"
+fi
+
+LCE="$BUILD/bench_linear_cross_entropy_cuda"
+if [ -x "$LCE" ]; then
+  run_step "linear cross entropy --check" lce_check.log timeout "${CHECK_TIMEOUT:-600}" "$LCE" --check
+  run_step "linear cross entropy benchmark" lce_bench.log timeout "${BENCH_TIMEOUT:-600}" "$LCE"
+else
+  note "$LCE missing: linear cross entropy not run"
 fi
 note "logs in $OUT/"

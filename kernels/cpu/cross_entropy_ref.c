@@ -72,7 +72,7 @@ static double grad_output_at(const gs_ce_args *a, int64_t i) {
  * lse = m + l where m is the row max and l = log(1 + sum_{j != k} exp(z_j - m)),
  * k the first index of the max. The shift keeps exp() from overflowing; the
  * split keeps 1 - p_k, made of the other terms alone, even far below 1e-16.
- * A NaN anywhere becomes the "max" and poisons everything. */
+ * A NaN anywhere becomes the "max" and poisons everything; so does +inf. */
 static void load_row(ref_ctx *c, int64_t i) {
   const gs_ce_args *a = c->a;
   int64_t k = 0;
@@ -89,6 +89,12 @@ static void load_row(ref_ctx *c, int64_t i) {
     return;
   }
   c->m = c->z[k];
+  /* A +inf logit poisons its row, as in PyTorch (exp(inf - inf) is NaN
+   * there too): the fast kernels make the same choice. */
+  if (c->m == INFINITY) {
+    c->l = NAN;
+    return;
+  }
   for (int64_t j = 0; j < a->v; j++)
     if (j != k) rest += exp(c->z[j] - c->m);
   c->l = log1p(rest);
