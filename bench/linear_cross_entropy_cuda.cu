@@ -15,8 +15,10 @@
 // Each is timed (median over the repeats, whole forward+backward, synchronised)
 // and its peak extra device memory taken: gs_cuda_peak_bytes over the call,
 // beyond its inputs and outputs. Every device allocation of the kernels and of
-// this file goes through the accounted allocator (kernels/gs_device.h); the
-// cuBLAS workspaces come from it too and are set up on the warm-up call.
+// this file is accounted (kernels/gs_device.h); the cuBLAS workspaces are set
+// up on the warm-up call. The unfused path takes its scratch from a caching
+// stream-ordered pool, as the fused kernel does, so that neither pays for
+// cudaMalloc and cudaFree of gigabytes on every call.
 //
 //   bench_linear_cross_entropy_cuda --check           small cases: fused, unfused and
 //                                                     the f64 reference agree (PASS/FAIL)
@@ -38,6 +40,8 @@
 #include <cstring>
 #include <string>
 #include <vector>
+
+extern "C" void gs_cuda_account(long long delta);  // kernels/cuda/device.cu
 
 extern "C" {
 #include "cross_entropy.h"
@@ -82,6 +86,33 @@ void *dev_alloc(size_t bytes) {
   gs_error err = {};
   ok_or_die("gs_cuda_malloc", gs_cuda_malloc(&p, bytes, &err), err);
   return p;
+}
+
+// Scratch of the unfused path: a pool that keeps freed blocks, accounted.
+cudaMemPool_t g_pool = nullptr;
+
+void *scratch_alloc(size_t bytes) {
+  if (!g_pool) {
+    int dev = 0;
+    CK(cudaGetDevice(&dev));
+    cudaMemPoolProps props = {};
+    props.allocType = cudaMemAllocationTypePinned;
+    props.location.type = cudaMemLocationTypeDevice;
+    props.location.id = dev;
+    uint64_t keep = UINT64_MAX;
+    CK(cudaMemPoolCreate(&g_pool, &props));
+    CK(cudaMemPoolSetAttribute(g_pool, cudaMemPoolAttrReleaseThreshold, &keep));
+  }
+  void *p = nullptr;
+  CK(cudaMallocFromPoolAsync(&p, bytes, g_pool, 0));
+  gs_cuda_account((long long)bytes);
+  return p;
+}
+
+void scratch_free(void *p, size_t bytes) {
+  if (!p) return;
+  CK(cudaFreeAsync(p, 0));
+  gs_cuda_account(-(long long)bytes);
 }
 
 __device__ __forceinline__ void store_as(void *p, int dt, int64_t k, float x) {
@@ -239,9 +270,11 @@ void run_unfused(const Problem &p, Outputs &o, bool lean) {
     exit(1);
   }
   const gs_dtype xdt = lean ? p.dt : GS_F32;
-  void *x = dev_alloc((size_t)(n * ld) * dsize(xdt));
-  void *g = (lean || p.dt == GS_F32) ? x : dev_alloc((size_t)(n * ld) * dsize(p.dt));
-  void *ones = p.bias ? dev_alloc((size_t)n * dsize(p.dt)) : nullptr;
+  const size_t xbytes = (size_t)(n * ld) * dsize(xdt), gbytes = (size_t)(n * ld) * dsize(p.dt);
+  const size_t obytes = (size_t)n * dsize(p.dt);
+  void *x = scratch_alloc(xbytes);
+  void *g = (lean || p.dt == GS_F32) ? x : scratch_alloc(gbytes);
+  void *ones = p.bias ? scratch_alloc(obytes) : nullptr;
   float beta = 0;
   if (p.bias) {
     fill_const<<<grid_for(n), 256>>>(ones, p.dt, n, 1.f);
@@ -263,10 +296,10 @@ void run_unfused(const Problem &p, Outputs &o, bool lean) {
   g_blas.gemm(CUBLAS_OP_N, CUBLAS_OP_N, hd, n, v, 1.f, p.w, p.dt, hd, g, ld, 0.f, o.dh, ctype(p.dt), hd);
   g_blas.gemm(CUBLAS_OP_N, CUBLAS_OP_T, hd, v, n, 1.f, p.h, p.dt, hd, g, ld, 0.f, o.dw, ctype(o.dw_dt), hd);
   if (p.bias) g_blas.gemm(CUBLAS_OP_N, CUBLAS_OP_N, v, 1, n, 1.f, g, p.dt, ld, ones, n, 0.f, o.db, CUDA_R_32F, v);
+  scratch_free(ones, obytes);
+  if (g != x) scratch_free(g, gbytes);
+  scratch_free(x, xbytes);
   CK(cudaDeviceSynchronize());
-  gs_cuda_free(ones);
-  if (g != x) gs_cuda_free(g);
-  gs_cuda_free(x);
 }
 
 // Device values as doubles.

@@ -13,6 +13,12 @@
 // small contributions of later chunks would round away. Asked for in f32,
 // the outputs themselves accumulate. All work is on the legacy default
 // stream, like the cross-entropy kernels.
+//
+// Scratch comes from a stream-ordered memory pool of this file's own that
+// keeps freed blocks for the next call, as the frameworks' caching
+// allocators do: a cudaMalloc and cudaFree of gigabytes on every call cost
+// milliseconds. Between calls the pool holds at most one call's scratch;
+// the accounting of gs_device.h counts bytes only while a call holds them.
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -142,6 +148,7 @@ struct DevState {
   bool ready = false;
   cublasHandle_t handle = nullptr;
   void *workspace = nullptr;
+  cudaMemPool_t pool = nullptr;  // null where pools are unsupported: plain cudaMalloc
 };
 
 std::mutex g_mu;
@@ -174,20 +181,49 @@ gs_status init_device(DevState **out, gs_error *err) {
   if (st != GS_OK) return st;
   s = cublasSetWorkspace(d.handle, d.workspace, kWorkspaceBytes);
   if (s != CUBLAS_STATUS_SUCCESS) return blas_fail(err, s, "cublasSetWorkspace");
+  int pools = 0;
+  cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, dev);
+  if (pools) {
+    cudaMemPoolProps props = {};
+    props.allocType = cudaMemAllocationTypePinned;
+    props.location.type = cudaMemLocationTypeDevice;
+    props.location.id = dev;
+    uint64_t keep = UINT64_MAX;  // never hand freed blocks back to the driver on a sync
+    e = cudaMemPoolCreate(&d.pool, &props);
+    if (e == cudaSuccess) e = cudaMemPoolSetAttribute(d.pool, cudaMemPoolAttrReleaseThreshold, &keep);
+    if (e != cudaSuccess) return gs_cuda_fail(err, e, "cudaMemPoolCreate");
+  }
   d.ready = true;
   return GS_OK;
 }
 
-// Device scratch of one call, freed on every path.
+// Device scratch of one call, from the pool, accounted while held and
+// freed on every path.
 struct Scratch {
-  std::vector<void *> ptrs;
+  cudaMemPool_t pool;
+  std::vector<std::pair<void *, size_t>> blocks;
+  explicit Scratch(cudaMemPool_t p) : pool(p) {}
   ~Scratch() {
-    for (void *p : ptrs) gs_cuda_free(p);
+    for (auto &b : blocks) {
+      if (pool) cudaFreeAsync(b.first, 0);
+      else cudaFree(b.first);
+      gs_cuda_account(-(long long)b.second);
+    }
+    cudaGetLastError();
   }
   gs_status take(void **p, size_t bytes, gs_error *err) {
-    gs_status st = gs_cuda_malloc(p, bytes, err);
-    if (st == GS_OK && *p) ptrs.push_back(*p);
-    return st;
+    *p = nullptr;
+    if (bytes == 0) return GS_OK;
+    cudaError_t e = pool ? cudaMallocFromPoolAsync(p, bytes, pool, 0) : cudaMalloc(p, bytes);
+    if (e != cudaSuccess) {
+      *p = nullptr;
+      char what[80];
+      snprintf(what, sizeof what, "device scratch of %zu bytes (lower chunk_rows)", bytes);
+      return gs_cuda_fail(err, e, what);
+    }
+    blocks.push_back({*p, bytes});
+    gs_cuda_account((long long)bytes);
+    return GS_OK;
   }
 };
 
@@ -261,7 +297,7 @@ gs_status run(const gs_lce_args *a, int backward, gs_error *err) {
   DevState *dev = nullptr;
   if ((st = init_device(&dev, err)) != GS_OK) return st;
   Blas blas{dev->handle, err};
-  Scratch scratch;
+  Scratch scratch(dev->pool);
   const int64_t n = a->n, hd = a->hidden, v = a->v;
   const gs_dtype t = a->h_dtype;
   const size_t ts = gs_lce_dtype_size(t);
