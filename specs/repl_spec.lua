@@ -319,6 +319,7 @@ describe("the REPL on a terminal", function()
   end)
 
   describe("with libedit", function()
+    skip_if(os.getenv("GRADSPEC_LINEEDIT") == "off", "GRADSPEC_LINEEDIT=off: line editing is turned off in this run")
     skip_if(not pcall(ffi.load, "libedit.so.2"), "libedit.so.2 cannot be loaded (Debian package libedit2)")
 
     it("Tab completes gs.cr to gs.cross_entropy, a second Tab lists both, x:so completes to x:softmax", function()
