@@ -106,23 +106,25 @@ __global__ void __launch_bounds__(1024) lce_prep(const void *target, int tgt64, 
   }
 }
 
-// Every row of the chunk's logits starts as the bias (then GEMM with beta = 1).
+// Row-wise elementwise kernels: blockIdx.y walks the rows, x the columns,
+// so that no thread divides a flat index (64-bit division is slow here).
 __global__ void bias_rows(float *x, int64_t ld, int64_t rows, int64_t v, const void *bias, int bdt) {
-  const int64_t total = rows * v;
-  for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += (int64_t)gridDim.x * blockDim.x) {
-    const int64_t r = k / v, j = k - r * v;
-    x[r * ld + j] = load_f(bias, bdt, j);
-  }
+  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y)
+    for (int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; j < v; j += (int64_t)gridDim.x * blockDim.x)
+      x[r * ld + j] = load_f(bias, bdt, j);
 }
 
 // dst (rows x cols, dtype dt, row stride) = src (f32, row stride), rounded to nearest even.
 __global__ void convert_rows(void *dst, int dt, int64_t dstride, const float *src, int64_t sstride, int64_t rows,
                              int64_t cols) {
-  const int64_t total = rows * cols;
-  for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < total; k += (int64_t)gridDim.x * blockDim.x) {
-    const int64_t r = k / cols, j = k - r * cols;
-    store_f(dst, dt, r * dstride + j, src[r * sstride + j]);
-  }
+  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y)
+    for (int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; j < cols; j += (int64_t)gridDim.x * blockDim.x)
+      store_f(dst, dt, r * dstride + j, src[r * sstride + j]);
+}
+
+dim3 grid_rows(int64_t rows, int64_t cols) {
+  int64_t gx = (cols + 255) / 256, gy = rows;
+  return dim3((unsigned)(gx < 1 ? 1 : gx > 1024 ? 1024 : gx), (unsigned)(gy < 1 ? 1 : gy > 65535 ? 65535 : gy));
 }
 
 __global__ void fill_value(void *p, int dt, int64_t n, float x) {
@@ -353,7 +355,7 @@ gs_status run(const gs_lce_args *a, int backward, gs_error *err) {
     const void *hc = (const char *)a->h + i0 * a->h_stride * (int64_t)ts;
     float beta = 0.f;
     if (a->bias) {
-      bias_rows<<<grid_for(rows * v), 256>>>(x, ldx, rows, v, a->bias, a->bias_dtype);
+      bias_rows<<<grid_rows(rows, v), 256>>>(x, ldx, rows, v, a->bias, a->bias_dtype);
       if ((st = check(cudaGetLastError(), err, "bias")) != GS_OK) return st;
       beta = 1.f;
     }
@@ -394,8 +396,8 @@ gs_status run(const gs_lce_args *a, int backward, gs_error *err) {
     }
   }
   if (a->dw && a->dw_dtype != GS_F32)
-    convert_rows<<<grid_for(v * hd), 256>>>(a->dw, a->dw_dtype, a->dw_stride, dw32, hd, v, hd);
-  if (a->db && a->db_dtype != GS_F32) convert_rows<<<grid_for(v), 256>>>(a->db, a->db_dtype, v, db32, v, 1, v);
+    convert_rows<<<grid_rows(v, hd), 256>>>(a->dw, a->dw_dtype, a->dw_stride, dw32, hd, v, hd);
+  if (a->db && a->db_dtype != GS_F32) convert_rows<<<grid_rows(1, v), 256>>>(a->db, a->db_dtype, v, db32, v, 1, v);
   if ((st = check(cudaGetLastError(), err, "converting dW, db")) != GS_OK) return st;
   if (sums) {
     std::vector<float> host((size_t)nchunks);
