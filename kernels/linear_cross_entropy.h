@@ -15,7 +15,8 @@
  * then dh rows = G W, dW += G^T h_chunk, db += sum of G's rows (three more
  * GEMMs). Extra memory is the chunk (chunk_rows x v) plus, on the GPU, f32
  * accumulators for dW and db when those are asked for in bf16 or f16:
- * accumulating across chunks in a 16-bit type loses the small terms.
+ * accumulating across chunks in a 16-bit type loses the small terms. _cuda
+ * takes that scratch from a caching pool that keeps it for the next call.
  *
  * "real" means double for _ref and float for _cpu and _cuda: the type of the
  * loss, lse, z_loss and grad_output. Offsets and strides are in elements.
@@ -60,13 +61,13 @@ typedef struct {
    * and by the forward when any is non-NULL (the fused forward+backward).
    * dh: n x H; dw: v x H; db: v values. Always accumulated in f32 at least. */
   void *dh;
-  gs_dtype dh_dtype;        /* _cpu: f32; _cuda: f32, bf16, f16; _ref: any float */
+  gs_dtype dh_dtype;        /* _cpu: f32; _cuda: h's dtype or f32; _ref: any float */
   int64_t dh_stride;        /* >= H */
   void *dw;
-  gs_dtype dw_dtype;
+  gs_dtype dw_dtype;        /* _cpu: f32; _cuda: f32, bf16, f16; _ref: any float */
   int64_t dw_stride;        /* >= H */
   void *db;
-  gs_dtype db_dtype;
+  gs_dtype db_dtype;        /* as dw_dtype */
 
   /* dLoss/dloss_i: 1 value or n values (reduction "none" only); NULL means 1.
    * A per-row value scales row i of G before it is projected onto W and b. */
