@@ -7,6 +7,6 @@ cd "$(dirname "$0")/.."
 command -v valgrind > /dev/null || { echo "valgrind is not installed (apt-get install valgrind)"; exit 2; }
 for spec in specs/tensor_spec.lua specs/cross_entropy_spec.lua "$@"; do
   echo "== valgrind: $spec"
-  valgrind --quiet --leak-check=full --errors-for-leak-kinds=definite,indirect --error-exitcode=99 \
+  valgrind --quiet --suppressions=scripts/valgrind.supp --leak-check=full --errors-for-leak-kinds=definite,indirect --error-exitcode=99 \
     "${BUILD_DIR:-build}/gradspec" run "$spec" --no-isolate
 done
