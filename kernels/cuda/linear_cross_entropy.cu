@@ -277,11 +277,9 @@ gs_status nothing_counts(const gs_lce_args *a, const gs_lce_plan *p, gs_error *e
 
 gs_status check_dtypes(const gs_lce_args *a, gs_error *err) {
   const gs_dtype t = a->h_dtype;
-  if (a->dh && a->dh_dtype != t && a->dh_dtype != GS_F32) {
-    char ok[48];
-    snprintf(ok, sizeof ok, "dh in h's dtype or f32");
-    return gs_lce_dtype_error(err, "dh", a->dh_dtype, "cuda", ok);
-  }
+  // the dh GEMM writes its output directly: cuBLAS takes h's type or f32 there
+  if (a->dh && a->dh_dtype != t && a->dh_dtype != GS_F32)
+    return gs_lce_dtype_error(err, "dh", a->dh_dtype, "cuda", "dh in h's dtype or f32");
   if (a->v > INT_MAX || a->hidden > INT_MAX || a->h_stride > INT_MAX || a->w_stride > INT_MAX ||
       (a->dh && a->dh_stride > INT_MAX) || (a->dw && a->dw_stride > INT_MAX)) {
     err->arg = "W";
