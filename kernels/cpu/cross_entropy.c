@@ -609,24 +609,43 @@ static void grad_store(const plan *p, const grad_consts *k, const float *e, cons
   }
 }
 
+/* One row's buffers. */
+typedef struct {
+  int64_t i;
+  const char *x;     /* its logits */
+  char *g;           /* its gradient, NULL without one */
+  float *e, *mc;     /* pass 2's terms, NULL without a gradient */
+  int nt;            /* streaming gradient stores */
+} row_ctx;
+
+static row_ctx row_at(const plan *p, float *scratch, int64_t i) {
+  row_ctx r = {.i = i, .x = p->x + i * p->xstride};
+  if (!p->g) return r;
+  r.g = p->g + i * p->gstride;
+  r.e = scratch;
+  r.mc = scratch + p->e_len;
+  r.nt = p->stream && ((uintptr_t)r.g % 32) == 0; /* then every chunk's stores are aligned */
+  return r;
+}
+
 /* Pass 2: the gradient row from the kept e_j. CE: dz_j = a p_j - b w_j;
  * entropy: dz_j = a p_j (mu - (z_j - m)). */
-static void write_grad(const plan *p, const char *xrow, char *grow, const float *e, const float *mc,
-                       const row_stats *st, double a, double b, double mu, int nt) {
+static void write_grad(const plan *p, const row_ctx *r, const row_stats *st, double a, double b, double mu) {
   _Alignas(32) float z[CHUNK], y[CHUNK];
   const float k2 = (float)(b * p->cs);
   grad_consts k = {.k2 = vdup(k2), .mu = vdup((float)mu), .m = vdup(st->m),
                    .entropy = p->op == GS_OP_ENTROPY, .cap = p->cap_chain};
   for (int64_t c = 0, j0 = 0; j0 < p->v; c++, j0 += CHUNK) {
     int64_t n = chunk_len(p, j0);
-    double f = exp((double)mc[c] - st->m - st->log_s); /* p_j = e_j f */
+    double f = exp((double)r->mc[c] - st->m - st->log_s); /* p_j = e_j f */
     float k1 = (float)(a * f * p->cs);
     k.k1 = vdup(k1);
     /* z is reloaded exactly as pass 1 did (through memory: an FMA-contracted
      * c tanh(y) - m would differ from it in the last bit) */
-    if (k.entropy) load_chunk(p, xrow, j0, n, z, 0);
-    if (k.cap) load_chunk(p, xrow, j0, n, y, 1);
-    grad_store(p, &k, e + j0, z, y, p->wgrad ? p->wgrad + j0 : NULL, n, grow, j0, nt, isfinite(k1) && isfinite(k2));
+    if (k.entropy) load_chunk(p, r->x, j0, n, z, 0);
+    if (k.cap) load_chunk(p, r->x, j0, n, y, 1);
+    grad_store(p, &k, r->e + j0, z, y, p->wgrad ? p->wgrad + j0 : NULL, n, r->g, j0, r->nt,
+               isfinite(k1) && isfinite(k2));
   }
 }
 
@@ -646,93 +665,73 @@ static float grad_output_at(const plan *p, int64_t i) {
   return p->go_rows ? p->go[i] : p->go[0];
 }
 
-typedef struct {
-  float *e, *mc;  /* NULL without a gradient */
-  int nt;
-} row_io;
-
-static row_io row_buffers(const plan *p, float *scratch, const char *grow) {
-  row_io io = {0};
-  if (!grow) return io;
-  io.e = scratch;
-  io.mc = scratch + p->e_len;
-  io.nt = p->stream && ((uintptr_t)grow % 32) == 0; /* then every chunk's stores are aligned */
-  return io;
-}
-
-static void ignored_row(const plan *p, int64_t i, const char *xrow, char *grow, row_io io, double go) {
+static void ignored_row(const plan *p, const row_ctx *r, double go) {
   if (p->fwd) {
-    if (p->loss_rows) p->loss[i] = 0;
-    if (p->lse) p->lse[i] = 0;
-    if (p->zl) p->zl[i] = 0;
+    if (p->loss_rows) p->loss[r->i] = 0;
+    if (p->lse) p->lse[r->i] = 0;
+    if (p->zl) p->zl[r->i] = 0;
   }
-  if (!grow) return;
+  if (!r->g) return;
   if (!p->leak_ignored) {
-    memset(grow, 0, (size_t)p->v * dtype_size(p->gdt));
+    memset(r->g, 0, (size_t)p->v * dtype_size(p->gdt));
     return;
   }
   row_stats st;
-  scan_row(p, xrow, -1, io.e, io.mc, &st);
-  write_grad(p, xrow, grow, io.e, io.mc, &st, p->sign * go * p->ce_scale, 0, 0, io.nt);
+  scan_row(p, r->x, -1, r->e, r->mc, &st);
+  write_grad(p, r, &st, p->sign * go * p->ce_scale, 0, 0);
 }
 
 /* dz_j = g [w_t (1-eps)(p_j - [j==t]) + (eps/V)(W p_j - w_j)] + gz 2 lam lse p_j:
  * the vector pass writes every column as if j != t, then column t is
  * rewritten with p_t - 1 = expm1(z_t - lse), which does not cancel as p_t -> 1. */
-static void ce_grad(const plan *p, const char *xrow, char *grow, row_io io, const row_stats *st, int64_t t,
-                    float xt, double dt, double go) {
+static void ce_grad(const plan *p, const row_ctx *r, const row_stats *st, int64_t t, float xt, double dt,
+                    double go) {
   double g = p->sign * go * p->ce_scale, gz = go * p->zl_scale;
   double wt = p->wgrad ? p->wgrad[t] : 1.0, wsum = p->wsum_grad;
   double lse = st->m + st->log_s;
   double zterm = p->lam > 0 ? gz * p->zfac * p->lam * lse : 0.0;
   double a = g * (wt * (1 - p->eps) + p->smooth * wsum) + zterm, b = g * p->smooth;
-  write_grad(p, xrow, grow, io.e, io.mc, st, a, b, 0, io.nt);
+  write_grad(p, r, st, a, b, 0);
   double pt = exp(dt);
   double dzt = g * (wt * (1 - p->eps) * expm1(dt) + p->smooth * (wsum * pt - wt)) + zterm * pt;
-  g_put(grow, p->gdt, t, (float)(dzt * chain_at(p, xt)));
+  g_put(r->g, p->gdt, t, (float)(dzt * chain_at(p, xt)));
 }
 
 /* Cross entropy and log_probs (= -CE with no weight, smoothing or z-loss). */
-static void ce_row(const plan *p, float *scratch, int64_t i, double acc[2]) {
-  const char *xrow = p->x + i * p->xstride;
-  char *grow = p->g ? p->g + i * p->gstride : NULL;
-  row_io io = row_buffers(p, scratch, grow);
-  int64_t raw = target_raw(p, i);
-  double go = grad_output_at(p, i);
+static void ce_row(const plan *p, const row_ctx *r, double acc[2]) {
+  int64_t raw = target_raw(p, r->i);
+  double go = grad_output_at(p, r->i);
   if (raw == p->ignore) {
-    ignored_row(p, i, xrow, grow, io, go);
+    ignored_row(p, r, go);
     return;
   }
   int64_t t = (raw + p->target_shift) % p->v;
-  float xt = x_at(xrow, p->xdt, t); /* before an in-place pass 2 overwrites it */
+  float xt = x_at(r->x, p->xdt, t); /* before an in-place pass 2 overwrites it */
   row_stats st;
-  scan_row(p, xrow, t, io.e, io.mc, &st);
+  scan_row(p, r->x, t, r->e, r->mc, &st);
   double lse = st.m + st.log_s;
   double dt = ((double)st.zt - st.m) - st.log_s; /* z_t - lse without rounding lse to f32 */
   if (p->fwd) {
     double ce = (1 - p->eps) * -(p->w ? p->w[t] : 1.0) * dt;
     if (p->eps > 0) ce += p->smooth * (p->wsum * (lse - st.r) - st.lin);
     double zl = p->lam > 0 ? p->lam * lse * lse : 0.0;
-    if (p->loss_rows) p->loss[i] = (float)(p->sign * (ce + zl));
-    if (p->lse) p->lse[i] = (float)lse;
-    if (p->zl) p->zl[i] = (float)zl;
+    if (p->loss_rows) p->loss[r->i] = (float)(p->sign * (ce + zl));
+    if (p->lse) p->lse[r->i] = (float)lse;
+    if (p->zl) p->zl[r->i] = (float)zl;
     acc[0] += ce;
     acc[1] += zl;
   }
-  if (grow) ce_grad(p, xrow, grow, io, &st, t, xt, dt, go);
+  if (r->g) ce_grad(p, r, &st, t, xt, dt, go);
 }
 
 /* entropy = lse - sum_j p_j z_j = log s - s2/s, both terms >= 0 (no
  * cancellation); d/dz_j = p_j (mu - z_j) with mu - z_j = s2/s - (z_j - m). */
-static void entropy_row(const plan *p, float *scratch, int64_t i) {
-  const char *xrow = p->x + i * p->xstride;
-  char *grow = p->g ? p->g + i * p->gstride : NULL;
-  row_io io = row_buffers(p, scratch, grow);
+static void entropy_row(const plan *p, const row_ctx *r) {
   row_stats st;
-  scan_row(p, xrow, -1, io.e, io.mc, &st);
+  scan_row(p, r->x, -1, r->e, r->mc, &st);
   double mu = st.s2 / st.s;
-  if (p->fwd) p->loss[i] = (float)(p->sign * (st.log_s - mu));
-  if (grow) write_grad(p, xrow, grow, io.e, io.mc, &st, p->sign * grad_output_at(p, i), 0, mu, io.nt);
+  if (p->fwd) p->loss[r->i] = (float)(p->sign * (st.log_s - mu));
+  if (r->g) write_grad(p, r, &st, p->sign * grad_output_at(p, r->i), 0, mu);
 }
 
 static void run_block(void *ctx, int64_t b, int worker) {
@@ -741,8 +740,9 @@ static void run_block(void *ctx, int64_t b, int worker) {
   int64_t i0 = b * p->block_rows, i1 = i0 + p->block_rows < p->n ? i0 + p->block_rows : p->n;
   double acc[2] = {0, 0};
   for (int64_t i = i0; i < i1; i++) {
-    if (p->op == GS_OP_ENTROPY) entropy_row(p, scratch, i);
-    else ce_row(p, scratch, i, acc);
+    row_ctx r = row_at(p, scratch, i);
+    if (p->op == GS_OP_ENTROPY) entropy_row(p, &r);
+    else ce_row(p, &r, acc);
   }
   if (p->part) {
     p->part[2 * b] = acc[0];
