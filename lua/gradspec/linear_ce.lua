@@ -13,7 +13,7 @@ local gffi = require("gradspec.ffi")
 local T = require("gradspec.tensor")
 local dtypes = require("gradspec.dtype")
 local track = require("gradspec.track")
-local mutants = require("gradspec.mutants")
+local args = require("gradspec.op_args")
 local ffi, C = gffi.ffi, gffi.C
 
 local M = {}
@@ -32,41 +32,11 @@ for _, opts in pairs(M.options) do
   for k, v in pairs(shared) do opts[k] = v end
 end
 
-local reductions = { none = 0, sum = 1, mean = 2 }
-local real_dtype = { ref = "f64", cpu = "f32", cuda = "f32" }
-
-local function fail(level, fmt, ...) error(string.format(fmt, ...), level + 1) end
+local fail, need_tensor, need_device = args.fail, args.need_tensor, args.need_device
+local call = args.call
 
 local function check_opts(op, opts, level)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then fail(level + 1, "%s: opts must be a table, got %s", op, type(opts)) end
-  local allowed = M.options[op]
-  for k in pairs(opts) do
-    if allowed[k] == nil then
-      local names = {}
-      for n in pairs(allowed) do names[#names + 1] = n end
-      table.sort(names)
-      fail(level + 1, "%s: unknown option '%s' (known: %s)", op, tostring(k), table.concat(names, ", "))
-    end
-  end
-  return opts
-end
-
-local function opt(opts, op, key)
-  local v = opts[key]
-  if v == nil then v = M.options[op][key] end
-  return v
-end
-
-local function need_tensor(op, name, x, level)
-  if not T.is_tensor(x) then fail(level + 1, "%s: %s must be a tensor, got %s", op, name, type(x)) end
-end
-
-local function need_device(op, name, t, device, backend, level)
-  if t.device ~= device then
-    fail(level + 1, "%s: %s is on %s but backend %s needs %s tensors; use :to(\"%s\")", op, name,
-      t.device, backend, device, device)
-  end
+  return args.check_opts(op, M.options[op], opts, level + 1)
 end
 
 -- Builds the gs_lce_args of one call and the Lua objects that must outlive it.
@@ -80,12 +50,7 @@ local function prepare(op, h, W, target, opts, level)
     fail(level, "%s: W has shape %s but h has shape %s: W needs H = %d columns", op, T.shape_string(W),
       T.shape_string(h), h.cols)
   end
-  local b = opts.backend
-  if b == nil or b == false then b = h.device == "cuda" and "cuda" or "cpu" end
-  if not real_dtype[b] then
-    fail(level, "%s: backend = %s is unknown (expected \"ref\", \"cpu\" or \"cuda\")", op, tostring(b))
-  end
-  local backend, device = b, b == "cuda" and "cuda" or "cpu"
+  local backend, device = args.backend(op, h, opts, level)
   need_device(op, "h", h, device, backend, level)
   need_device(op, "W", W, device, backend, level)
   local hdt = dtypes.by_name[h.dtype]
@@ -98,15 +63,7 @@ local function prepare(op, h, W, target, opts, level)
   a.h, a.h_dtype, a.h_stride = h:data(), hdt.code, h.stride
   a.w, a.w_dtype, a.w_stride = W:data(), hdt.code, W.stride
 
-  need_tensor(op, "target", target, level)
-  need_device(op, "target", target, device, backend, level)
-  if target.dtype ~= "i32" and target.dtype ~= "i64" then
-    fail(level, "%s: target dtype %s is not i32 or i64", op, target.dtype)
-  end
-  if target:numel() ~= h.rows or target:dim() > 1 then
-    fail(level, "%s: target has shape %s but h has %d rows (needs {%d})", op, T.shape_string(target), h.rows, h.rows)
-  end
-  target = target:contiguous()
+  target = args.target(op, target, h.rows, "h", device, backend, level)
   keep.target = target
   a.target, a.target_dtype = target:data(), dtypes.by_name[target.dtype].code
 
@@ -123,11 +80,7 @@ local function prepare(op, h, W, target, opts, level)
     a.bias, a.bias_dtype = bias:data(), dtypes.by_name[bias.dtype].code
   end
 
-  local function number_opt(key)
-    local v = opt(opts, op, key)
-    if type(v) ~= "number" then fail(level, "%s: %s = %s is not a number", op, key, tostring(v)) end
-    return v
-  end
+  local function number_opt(key) return args.number_opt(op, opts, M.options[op], key, level) end
   a.ignore_index = number_opt("ignore_index")
   a.label_smoothing = number_opt("label_smoothing")
   a.logit_scale = number_opt("logit_scale")
@@ -137,36 +90,17 @@ local function prepare(op, h, W, target, opts, level)
   local rows = number_opt("chunk_rows")
   if rows ~= math.floor(rows) then fail(level, "%s: chunk_rows = %s is not an integer", op, tostring(rows)) end
   a.chunk_rows = rows
-  local r = opt(opts, op, "reduction")
-  if reductions[r] == nil then
-    fail(level, "%s: reduction = %s is unknown (expected \"none\", \"sum\" or \"mean\")", op, tostring(r))
-  end
-  a.reduction = reductions[r]
-  local w = opts.weight
-  if w then
-    need_tensor(op, "weight", w, level)
-    need_device(op, "weight", w, device, backend, level)
-    if w:numel() ~= W.rows or w:dim() ~= 1 then
-      fail(level, "%s: weight has shape %s but there are %d classes (needs {%d})", op, T.shape_string(w), W.rows, W.rows)
-    end
-    w = w:to("f32"):contiguous()
-    keep.weight = w
-    a.weight = ffi.cast("const float *", w:data())
+  a.reduction = args.reduction(op, opts, M.options[op], level)
+  if opts.weight then
+    keep.weight = args.weight(op, opts.weight, W.rows, device, backend, level)
+    a.weight = ffi.cast("const float *", keep.weight:data())
   end
   return a, keep, backend, device
 end
 
--- grad_output: a number, or a tensor of 1 or N values.
 local function set_grad_output(op, a, keep, g, backend, device, level)
-  if g == nil or g == false then return end
-  local t
-  if type(g) == "number" then
-    t = T.full({ 1 }, g, { dtype = real_dtype[backend], device = device })
-  else
-    need_tensor(op, "grad_output", g, level + 1)
-    need_device(op, "grad_output", g, device, backend, level + 1)
-    t = g:to(real_dtype[backend]):contiguous()
-  end
+  local t = args.grad_output(op, g, device, backend, level + 1)
+  if not t then return end
   keep.grad_output = t
   a.grad_output, a.grad_output_n = t:data(), t:numel()
 end
@@ -189,20 +123,6 @@ local function alloc_grads(a, keep, opts, device)
   return dh, dW, db
 end
 
-local err = ffi.new("gs_error")
-
-local function call(op, fn_name, backend, a, level)
-  ffi.fill(err, ffi.sizeof(err))
-  mutants.enter(backend)
-  local st = C[fn_name .. "_" .. backend](a, err)
-  mutants.leave()
-  if st ~= 0 then
-    local msg = ffi.string(err.msg)
-    if msg == "" then msg = "status " .. st end
-    fail(level + 1, "%s: %s", op, msg)
-  end
-end
-
 local function record_grads(op, dh, dW, db)
   track.record(dh, op, "dh", "gradient")
   track.record(dW, op, "dW", "gradient")
@@ -213,7 +133,7 @@ function M.linear_cross_entropy(h, W, target, opts)
   local op = "linear_cross_entropy"
   opts = check_opts(op, opts, 2)
   local a, keep, backend, device = prepare(op, h, W, target, opts, 2)
-  local rdt = real_dtype[backend]
+  local rdt = args.real_dtype[backend]
   local loss = a.reduction == 0 and T.empty({ h.rows }, { dtype = rdt, device = device })
     or T.empty({}, { dtype = rdt, device = device })
   local lse = T.empty({ h.rows }, { dtype = rdt, device = device })

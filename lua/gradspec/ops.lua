@@ -5,7 +5,7 @@ local gffi = require("gradspec.ffi")
 local T = require("gradspec.tensor")
 local dtypes = require("gradspec.dtype")
 local track = require("gradspec.track")
-local mutants = require("gradspec.mutants")
+local args = require("gradspec.op_args")
 local ffi, C = gffi.ffi, gffi.C
 
 local M = {}
@@ -36,70 +36,23 @@ for name, opts in pairs(M.options) do
   end
 end
 
-local reductions = { none = 0, sum = 1, mean = 2 }
-
-local function fail(level, fmt, ...) error(string.format(fmt, ...), level + 1) end
+local fail, need_tensor, need_device = args.fail, args.need_tensor, args.need_device
+local real_dtype = args.real_dtype
+local call = args.call
 
 local function check_opts(op, opts, level)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then fail(level + 1, "%s: opts must be a table, got %s", op, type(opts)) end
-  local allowed = M.options[op]
-  for k in pairs(opts) do
-    if allowed[k] == nil then
-      local names = {}
-      for n in pairs(allowed) do names[#names + 1] = n end
-      table.sort(names)
-      fail(level + 1, "%s: unknown option '%s' (known: %s)", op, tostring(k), table.concat(names, ", "))
-    end
-  end
-  return opts
-end
-
-local function opt(opts, op, key)
-  local v = opts[key]
-  if v == nil then v = M.options[op][key] end
-  return v
-end
-
-local function backend_of(op, logits, opts, level)
-  local b = opts.backend
-  if b == nil or b == false then b = logits.device == "cuda" and "cuda" or "cpu" end
-  if b ~= "ref" and b ~= "cpu" and b ~= "cuda" then
-    fail(level + 1, "%s: backend = %s is unknown (expected \"ref\", \"cpu\" or \"cuda\")", op, tostring(b))
-  end
-  return b
-end
-
-local function device_of(backend) return backend == "cuda" and "cuda" or "cpu" end
-
-local function need_tensor(op, name, x, level)
-  if not T.is_tensor(x) then fail(level + 1, "%s: %s must be a tensor, got %s", op, name, type(x)) end
-end
-
-local function need_device(op, name, t, device, backend, level)
-  if t.device ~= device then
-    fail(level + 1, "%s: %s is on %s but backend %s needs %s tensors; use :to(\"%s\")", op, name,
-      t.device, backend, device, device)
-  end
-end
-
-local status_names = { [1] = "target", [2] = "argument", [3] = "dtype", [4] = "out of memory", [5] = "cuda", [6] = "no cuda device" }
-
-local function raise(op, st, err, level)
-  local msg = ffi.string(err.msg)
-  if msg == "" then msg = status_names[st] or ("status " .. st) end
-  fail(level + 1, "%s: %s", op, msg)
+  return args.check_opts(op, M.options[op], opts, level + 1)
 end
 
 -- Builds the gs_ce_args for one call and the Lua objects that must outlive it.
 local function prepare(op, logits, target, opts, level)
   level = level + 1
+  local defaults = M.options[op]
   need_tensor(op, "logits", logits, level)
   if logits:dim() ~= 2 then
     fail(level, "%s: logits must be 2-D (N x V), got shape %s", op, T.shape_string(logits))
   end
-  local backend = backend_of(op, logits, opts, level)
-  local device = device_of(backend)
+  local backend, device = args.backend(op, logits, opts, level)
   need_device(op, "logits", logits, device, backend, level)
   local ldt = dtypes.by_name[logits.dtype]
   if not ldt.float or (ldt.name == "f64" and backend ~= "ref") then
@@ -113,67 +66,31 @@ local function prepare(op, logits, target, opts, level)
   a.logits, a.logits_dtype, a.logits_stride = logits:data(), ldt.code, logits.stride
 
   if target ~= nil then
-    need_tensor(op, "target", target, level)
-    need_device(op, "target", target, device, backend, level)
-    if target.dtype ~= "i32" and target.dtype ~= "i64" then
-      fail(level, "%s: target dtype %s is not i32 or i64", op, target.dtype)
-    end
-    if target:numel() ~= logits.rows or target:dim() > 1 then
-      fail(level, "%s: target has shape %s but logits has %d rows (needs {%d})", op,
-        T.shape_string(target), logits.rows, logits.rows)
-    end
-    target = target:contiguous()
+    target = args.target(op, target, logits.rows, "logits", device, backend, level)
     keep.target = target
     a.target, a.target_dtype = target:data(), dtypes.by_name[target.dtype].code
   end
 
-  local function number_opt(key)
-    local v = opt(opts, op, key)
-    if type(v) ~= "number" then fail(level, "%s: %s = %s is not a number", op, key, tostring(v)) end
-    return v
-  end
+  local function number_opt(key) return args.number_opt(op, opts, defaults, key, level) end
   a.logit_scale = number_opt("logit_scale")
   a.softcap = number_opt("softcap")
-  if M.options[op].ignore_index then a.ignore_index = number_opt("ignore_index") end
-  if M.options[op].reduction then
+  if defaults.ignore_index then a.ignore_index = number_opt("ignore_index") end
+  if defaults.reduction then
     a.label_smoothing = number_opt("label_smoothing")
     a.lse_square_scale = number_opt("lse_square_scale")
-    local r = opt(opts, op, "reduction")
-    if reductions[r] == nil then
-      fail(level, "%s: reduction = %s is unknown (expected \"none\", \"sum\" or \"mean\")", op, tostring(r))
-    end
-    a.reduction = reductions[r]
-    local w = opts.weight
-    if w then
-      need_tensor(op, "weight", w, level)
-      need_device(op, "weight", w, device, backend, level)
-      if w:numel() ~= logits.cols or w:dim() ~= 1 then
-        fail(level, "%s: weight has shape %s but there are %d classes (needs {%d})", op,
-          T.shape_string(w), logits.cols, logits.cols)
-      end
-      w = w:to("f32"):contiguous()
-      keep.weight = w
-      a.weight = ffi.cast("const float *", w:data())
+    a.reduction = args.reduction(op, opts, defaults, level)
+    if opts.weight then
+      keep.weight = args.weight(op, opts.weight, logits.cols, device, backend, level)
+      a.weight = ffi.cast("const float *", keep.weight:data())
     end
   end
   a.threads = number_opt("threads")
   return a, keep, backend, device
 end
 
-local real_dtype = { ref = "f64", cpu = "f32", cuda = "f32" }
-
--- grad_output: a number, or a tensor of 1 or N values.
 local function set_grad_output(op, a, keep, g, backend, device, level)
-  if g == nil or g == false then return end
-  local rdt = real_dtype[backend]
-  local t
-  if type(g) == "number" then
-    t = T.full({ 1 }, g, { dtype = rdt, device = device })
-  else
-    need_tensor(op, "grad_output", g, level + 1)
-    need_device(op, "grad_output", g, device, backend, level + 1)
-    t = g:to(rdt):contiguous()
-  end
+  local t = args.grad_output(op, g, device, backend, level + 1)
+  if not t then return end
   keep.grad_output = t
   a.grad_output, a.grad_output_n = t:data(), t:numel()
 end
@@ -191,16 +108,6 @@ local function alloc_grad(op, a, keep, logits, opts, backend, device, inplace)
   local g = keep.grad
   a.grad, a.grad_dtype, a.grad_stride = g:data(), dtypes.get(gdt, "grad_dtype").code, g.stride
   return g
-end
-
-local err = ffi.new("gs_error")
-
-local function call(op, fn_name, backend, a, level)
-  ffi.fill(err, ffi.sizeof(err))
-  mutants.enter(backend)
-  local st = C[fn_name .. "_" .. backend](a, err)
-  mutants.leave()
-  if st ~= 0 then raise(op, st, err, level + 1) end
 end
 
 local function per_row_out(n, backend, device)
@@ -270,6 +177,8 @@ end
 function M.entropy_backward(logits, grad_output, opts)
   return backward("entropy_backward", "gs_entropy_backward", logits, nil, grad_output, opts)
 end
+
+local err = ffi.new("gs_error")
 
 -- Which backends can run here: ref and cpu always, cuda with a device.
 function M.available_backends()
