@@ -21,20 +21,9 @@ local RUNS = tonumber(os.getenv("GRADSPEC_PROPERTY_RUNS") or "") or 120
 local function is_nan(x) return x ~= x end
 local function finite(x) return x == x and x ~= math.huge and x ~= -math.huge end
 
--- Each op, run on one backend: the named outputs.
-local run = {
-  cross_entropy = function(c, x, o)
-    local loss, aux = ops.cross_entropy(x, c.target, o)
-    return { loss = loss, lse = aux.lse, z_loss = aux.z_loss, grad = aux.grad }
-  end,
-  cross_entropy_backward = function(c, x, o)
-    return { grad = ops.cross_entropy_backward(x, c.target, c.grad_output, o) }
-  end,
-  log_probs = function(c, x, o) return { result = ops.log_probs(x, c.target, o) } end,
-  log_probs_backward = function(c, x, o) return { grad = ops.log_probs_backward(x, c.target, c.grad_output, o) } end,
-  entropy = function(_, x, o) return { result = ops.entropy(x, o) } end,
-  entropy_backward = function(c, x, o) return { grad = ops.entropy_backward(x, c.grad_output, o) } end,
-}
+-- Each op, run on one backend, gives its named outputs (the case holds
+-- target and grad_output).
+local run = require("gradspec.agree").ops
 
 local has_target = { cross_entropy = true, cross_entropy_backward = true, log_probs = true, log_probs_backward = true }
 local has_grad_output_arg = { cross_entropy_backward = true, log_probs_backward = true, entropy_backward = true }
@@ -243,7 +232,7 @@ local function check(c)
   local results = {}
   for _, backend in ipairs({ "ref", "cpu" }) do
     -- each backend gets its own copy: inplace overwrites the logits
-    local ok, res = pcall(run[c.op], c, c.logits:clone(), copy_opts(c.opts, backend))
+    local ok, res = pcall(run[c.op], c.logits:clone(), c, copy_opts(c.opts, backend))
     results[backend] = ok and res or { error = tostring(res) }
   end
   local ref, cpu = results.ref, results.cpu
