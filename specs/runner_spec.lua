@@ -47,6 +47,12 @@ describe("gradspec run", function()
     assert.is_true(has(out, "2 passed, 0 failed, 0 skipped"), out)
   end)
 
+  it("finds its Lua library from any working directory", function()
+    local out, code = process.run("cd / && " .. process.quote(process.self_exe()) .. " -e 'print(gs.version)'")
+    assert.equal(code, 0, out)
+    assert.is_true(out:match("^%d+%.%d+%.%d+") ~= nil, out)
+  end)
+
   it("exits 2 on an unknown option, naming it", function()
     local out, code = run("--bogus")
     assert.equal(code, 2, out)

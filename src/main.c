@@ -26,7 +26,8 @@ static int is_lua_dir(const char *dir) {
 
 /* Where the Lua modules live: $GRADSPEC_LUA_DIR, the install prefix
  * (bin/../share/gradspec/lua), a build tree inside the source tree
- * (build/../lua), or the source tree this binary was configured from. */
+ * (build/../lua), the configured install prefix, or the source tree this
+ * binary was configured from (a build directory elsewhere). */
 static int find_lua_dir(char *out, size_t len) {
   const char *env = getenv("GRADSPEC_LUA_DIR");
   if (env && is_lua_dir(env)) return join(out, len, env, "");
@@ -42,6 +43,7 @@ static int find_lua_dir(char *out, size_t len) {
     }
   }
   if (is_lua_dir(GS_INSTALL_LUA_DIR)) return join(out, len, GS_INSTALL_LUA_DIR, "");
+  if (is_lua_dir(GS_SOURCE_LUA_DIR)) return join(out, len, GS_SOURCE_LUA_DIR, "");
   return 0;
 }
 
