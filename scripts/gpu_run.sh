@@ -82,8 +82,10 @@ if [ -x "$BENCH" ]; then
     if [ -x "$BUILD/gradspec" ]; then
       # The cuda specs in one process (--no-isolate) so the sanitizer sees
       # every launch; the 8 GiB offset spec (#big) is left out for time.
+      # application-only: the runner's helper processes (find) are not CUDA.
       run_step "compute-sanitizer memcheck (gradspec cuda specs)" memcheck_specs.log \
         timeout "${SANITIZER_TIMEOUT:-240}" "$SAN" --tool memcheck --error-exitcode 3 \
+        --target-processes application-only \
         "$BUILD/gradspec" run specs/ --tags cuda --exclude-tags big --no-isolate
       grep -E 'ERROR SUMMARY|^[0-9]+ passed' "$OUT/memcheck_specs.log" | tee -a "$SUMMARY"
     fi
