@@ -312,12 +312,14 @@ typedef struct {
   float r;     /* the first chunk's max: near the logits, so that lin does not cancel */
 } row_stats;
 
-/* What load_chunk makes of x: z = s x; z = c tanh(s x / c) (softcap); or,
+/* What load_chunk makes of x: z = x (s = 1, the common case, saves a
+ * multiply in the busiest loop); z = s x; z = c tanh(s x / c) (softcap); or,
  * for the softcap chain of pass 2, y = s x / c, of which it takes both tanh
  * and its derivative. */
-enum { Z_SCALED, Z_CAPPED, Y_PRE_CAP };
+enum { Z_PLAIN, Z_SCALED, Z_CAPPED, Y_PRE_CAP };
 
 ALWAYS_INLINE vf transform(vf x, vf mul, vf c, int mode) {
+  if (mode == Z_PLAIN) return x;
   if (mode == Z_SCALED || mode == Y_PRE_CAP) return vmul(x, mul);
   vf d;
   return vmul(c, vtanh_d(vmul(x, mul), &d));
@@ -357,6 +359,7 @@ ALWAYS_INLINE float load_chunk_dt(const char *row, int64_t j0, int64_t n, float 
 ALWAYS_INLINE float load_chunk_as(const plan *p, const char *row, int64_t j0, int64_t n, float *z, gs_dtype dt,
                                   int mode) {
   switch (mode) {
+  case Z_PLAIN: return load_chunk_dt(row, j0, n, z, 1, 0, dt, Z_PLAIN);
   case Z_SCALED: return load_chunk_dt(row, j0, n, z, p->s, 0, dt, Z_SCALED);
   case Z_CAPPED: return load_chunk_dt(row, j0, n, z, p->s_over_c, p->c, dt, Z_CAPPED);
   default: return load_chunk_dt(row, j0, n, z, p->s_over_c, 0, dt, Y_PRE_CAP);
@@ -365,7 +368,7 @@ ALWAYS_INLINE float load_chunk_as(const plan *p, const char *row, int64_t j0, in
 
 /* pre_cap: y = s x / c rather than z (softcap only). */
 static float load_chunk(const plan *p, const char *row, int64_t j0, int64_t n, float *z, int pre_cap) {
-  const int mode = p->c > 0 ? (pre_cap ? Y_PRE_CAP : Z_CAPPED) : Z_SCALED;
+  const int mode = p->c > 0 ? (pre_cap ? Y_PRE_CAP : Z_CAPPED) : p->s == 1 ? Z_PLAIN : Z_SCALED;
   switch (p->xdt) {
   case GS_BF16: return load_chunk_as(p, row, j0, n, z, GS_BF16, mode);
   case GS_F16: return load_chunk_as(p, row, j0, n, z, GS_F16, mode);
@@ -404,6 +407,7 @@ ALWAYS_INLINE float fused_chunk_dt(const char *row, int64_t j0, int64_t n, float
 ALWAYS_INLINE float fused_chunk_as(const plan *p, const char *row, int64_t j0, int64_t n, float ref, float *e,
                                    double *sum, gs_dtype dt) {
   if (p->c > 0) return fused_chunk_dt(row, j0, n, p->s_over_c, p->c, ref, e, sum, dt, Z_CAPPED);
+  if (p->s == 1) return fused_chunk_dt(row, j0, n, 1, 0, ref, e, sum, dt, Z_PLAIN);
   return fused_chunk_dt(row, j0, n, p->s, 0, ref, e, sum, dt, Z_SCALED);
 }
 
