@@ -82,11 +82,12 @@ if [ -x "$BENCH" ]; then
     if [ -x "$BUILD/gradspec" ]; then
       # The cuda specs in one process (--no-isolate) so the sanitizer sees
       # every launch; the 8 GiB offset spec (#big) is left out for time.
-      # application-only: the runner's helper processes (find) are not CUDA.
+      # Spec files named one by one: the runner then starts no helper
+      # process, which the sanitizer would follow.
       run_step "compute-sanitizer memcheck (gradspec cuda specs)" memcheck_specs.log \
         timeout "${SANITIZER_TIMEOUT:-240}" "$SAN" --tool memcheck --error-exitcode 3 \
         --target-processes application-only \
-        "$BUILD/gradspec" run specs/ --tags cuda --exclude-tags big --no-isolate
+        "$BUILD/gradspec" run specs/*_spec.lua --tags cuda --exclude-tags big --no-isolate -v
       grep -E 'ERROR SUMMARY|^[0-9]+ passed' "$OUT/memcheck_specs.log" | tee -a "$SUMMARY"
     fi
   else

@@ -22,13 +22,20 @@ function R.find_specs(paths)
   for _, p in ipairs(paths) do
     local f = io.open(p, "r")
     if not f then error("no such file or directory: " .. p, 0) end
+    -- reading a directory fails (EISDIR); a file is taken as it is, with no
+    -- child process (find), which matters under tools that trace children
+    local _, read_err = f:read(0)
     f:close()
+    if not read_err then
+      files[#files + 1] = p
+      goto next_path
+    end
     local pipe = io.popen("find " .. shell_quote(p) .. " -type f -name '*_spec.lua' 2>/dev/null | LC_ALL=C sort")
     local found = {}
     for line in pipe:lines() do found[#found + 1] = line end
     pipe:close()
-    if #found == 0 and p:match("%.lua$") then found = { p } end
     for _, x in ipairs(found) do files[#files + 1] = x end
+    ::next_path::
   end
   return files
 end
