@@ -139,6 +139,9 @@ local function run_chunk(chunk, name, script_args)
 end
 
 function M.main(argv)
+  -- GRADSPEC_JIT=off runs the interpreter only: compute-sanitizer and
+  -- LuaJIT's machine-code area do not get along (the process dies).
+  if os.getenv("GRADSPEC_JIT") == "off" then jit.off() end
   local args = {}
   for i = 1, #argv do args[i] = argv[i] end
   local cmd = args[1]
