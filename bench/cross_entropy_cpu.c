@@ -20,6 +20,7 @@
 #include "cpu/parallel.h"
 #include "cross_entropy.h"
 #include "gs_half.h"
+#include "bench_util.h"
 
 typedef struct {
   int repeats;
@@ -32,22 +33,6 @@ typedef struct {
   const char *src;
   size_t bytes, slice;
 } copy_job;
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-static double median(double *t, int n) {
-  qsort(t, (size_t)n, sizeof *t, cmp_double);
-  return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
-}
 
 static void copy_slice(void *ctx, int64_t task, int worker) {
   (void)worker;

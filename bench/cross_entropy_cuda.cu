@@ -30,6 +30,8 @@ extern "C" {
 #include "gs_half.h"
 }
 
+#include "bench_cuda.h"
+
 // Test hooks of kernels/cuda/cross_entropy.cu (not part of the contract).
 extern "C" void gs_ce_cuda_tune(int mode, int chunk_bytes, int max_cluster, int threads, int grid_cap);
 extern "C" const char *gs_ce_cuda_last_plan(void);
@@ -39,14 +41,6 @@ namespace {
 enum { OP_CE = 0, OP_LP = 1, OP_ENT = 2 };
 enum { ENTRY_FUSED = 0, ENTRY_FORWARD = 1, ENTRY_BACKWARD = 2 };
 
-#define CK(call)                                                                      \
-  do {                                                                                \
-    cudaError_t e_ = (call);                                                          \
-    if (e_ != cudaSuccess) {                                                          \
-      fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-      exit(1);                                                                        \
-    }                                                                                 \
-  } while (0)
 
 struct Rng {
   uint64_t s;

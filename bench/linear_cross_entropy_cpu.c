@@ -30,6 +30,7 @@
 
 #include "cross_entropy.h"
 #include "linear_cross_entropy.h"
+#include "bench_util.h"
 
 /* ---- heap accounting: every allocation of the process goes through here ---- */
 
@@ -108,12 +109,6 @@ typedef struct {
   float loss;
   float *dh, *dw, *db;
 } result;
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void die(const char *what, gs_status st, const gs_error *err) {
   fprintf(stderr, "%s failed: status %d: %s\n", what, (int)st, err->msg);
@@ -246,16 +241,6 @@ static double rel_diff(const float *a, const float *b, int64_t n) {
     if (fabs((double)b[k]) > s) s = fabs((double)b[k]);
   }
   return s > 0 ? d / s : d;
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-static double median(double *t, int n) {
-  qsort(t, (size_t)n, sizeof *t, cmp_double);
-  return n % 2 ? t[n / 2] : 0.5 * (t[n / 2 - 1] + t[n / 2]);
 }
 
 /* ---- modes ---- */

@@ -50,16 +50,10 @@ extern "C" {
 #include "linear_cross_entropy.h"
 }
 
+#include "bench_cuda.h"
+
 namespace {
 
-#define CK(call)                                                                              \
-  do {                                                                                        \
-    cudaError_t e_ = (call);                                                                  \
-    if (e_ != cudaSuccess) {                                                                  \
-      fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-      exit(1);                                                                                \
-    }                                                                                         \
-  } while (0)
 
 #define CB(call)                                                                                   \
   do {                                                                                             \

@@ -110,6 +110,15 @@ function M.grad_output(op, g, device, backend, level)
   return g:to(rdt):contiguous()
 end
 
+-- Sets a.grad_output from g (see M.grad_output); keep holds the tensor for
+-- the duration of the call.
+function M.set_grad_output(op, a, keep, g, backend, device, level)
+  local t = M.grad_output(op, g, device, backend, level + 1)
+  if not t then return end
+  keep.grad_output = t
+  a.grad_output, a.grad_output_n = t:data(), t:numel()
+end
+
 local status_names = { [1] = "target", [2] = "argument", [3] = "dtype", [4] = "out of memory", [5] = "cuda",
   [6] = "no cuda device" }
 local err = ffi.new("gs_error")

@@ -88,12 +88,7 @@ local function prepare(op, logits, target, opts, level)
   return a, keep, backend, device
 end
 
-local function set_grad_output(op, a, keep, g, backend, device, level)
-  local t = args.grad_output(op, g, device, backend, level + 1)
-  if not t then return end
-  keep.grad_output = t
-  a.grad_output, a.grad_output_n = t:data(), t:numel()
-end
+local set_grad_output = args.set_grad_output
 
 local function alloc_grad(op, a, keep, logits, opts, backend, device, inplace)
   local gdt = opts.grad_dtype or logits.dtype
