@@ -288,6 +288,8 @@ describe("the REPL on a terminal", function()
     t:start()
     local s = t:line(":help", "gs.options holds this table")
     for name in pairs(gs.options) do assert.is_true(has(s, "  " .. name .. "(logits"), name .. ":\n" .. s) end
+    assert.is_true(has(s, "  linear_cross_entropy(h, W, target, opts)"), s)
+    assert.is_true(has(s, "chunk_rows=0"), s)
     assert.is_true(has(s, 'reduction="mean"'), s)
     assert.is_true(has(s, "label_smoothing=0"), s)
     assert.is_true(has(s, "ignore_index=-100"), s)

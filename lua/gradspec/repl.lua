@@ -185,7 +185,10 @@ end
 
 function Session:help()
   io.write(HELP, "\nOps: gs.NAME(...), options in the opts table, shown with their defaults:\n")
-  local options = require("gradspec.ops").options
+  local options = {}
+  for _, mod in ipairs({ "gradspec.ops", "gradspec.linear_ce" }) do
+    for name, opts in pairs(require(mod).options) do options[name] = opts end
+  end
   local names = {}
   for name in pairs(options) do names[#names + 1] = name end
   table.sort(names)
