@@ -63,3 +63,17 @@ gs_status gs_ce_target_error(gs_error *err, int64_t row, int64_t value, int64_t 
            (long long)value, (long long)v);
   return GS_ERR_TARGET;
 }
+
+gs_status gs_ce_scan_targets(const void *target, gs_dtype dtype, int64_t n, int64_t v, int64_t ignore_index,
+                             const float *weight, int shift, double *d, double *count, gs_error *err) {
+  *d = 0;
+  *count = 0;
+  for (int64_t i = 0; i < n; i++) {
+    int64_t t = gs_ce_target_at(target, dtype, i);
+    if (t == ignore_index) continue;
+    if (t < 0 || t >= v) return gs_ce_target_error(err, i, t, v);
+    *d += weight ? weight[(t + shift) % v] : 1.0;
+    *count += 1;
+  }
+  return GS_OK;
+}

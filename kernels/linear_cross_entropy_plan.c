@@ -92,21 +92,8 @@ gs_status gs_lce_check_args(const gs_lce_args *a, int backward, int wide_ok, gs_
   return gs_ce_check_args(&ce, GS_OP_CE, backward, 0, err);
 }
 
-static int64_t target_at(const gs_lce_args *a, int64_t i) {
-  return a->target_dtype == GS_I32 ? ((const int32_t *)a->target)[i] : ((const int64_t *)a->target)[i];
-}
-
 gs_status gs_lce_scan_targets(const gs_lce_args *a, double *d, double *count, gs_error *err) {
-  *d = 0;
-  *count = 0;
-  for (int64_t i = 0; i < a->n; i++) {
-    int64_t t = target_at(a, i);
-    if (t == a->ignore_index) continue;
-    if (t < 0 || t >= a->v) return gs_ce_target_error(err, i, t, a->v);
-    *d += a->weight ? a->weight[t] : 1.0;
-    *count += 1;
-  }
-  return GS_OK;
+  return gs_ce_scan_targets(a->target, a->target_dtype, a->n, a->v, a->ignore_index, a->weight, 0, d, count, err);
 }
 
 void gs_lce_plan_init(gs_lce_plan *p, const gs_lce_args *a, int backward, double d, double count, double go) {

@@ -660,9 +660,7 @@ static double chain_at(const plan *p, float x) {
   return p->cs / (ch * ch);
 }
 
-static int64_t target_raw(const plan *p, int64_t i) {
-  return p->tdt == GS_I32 ? ((const int32_t *)p->tgt)[i] : ((const int64_t *)p->tgt)[i];
-}
+static int64_t target_raw(const plan *p, int64_t i) { return gs_ce_target_at(p->tgt, p->tdt, i); }
 
 static float grad_output_at(const plan *p, int64_t i) {
   if (!p->go) return 1.0f;
@@ -761,21 +759,6 @@ static gs_status no_memory(gs_error *err, const char *what) {
   return GS_ERR_NOMEM;
 }
 
-/* Checks every target before anything is written (the lowest bad row is
- * reported), and sums D and the count of non-ignored rows. */
-static gs_status scan_targets(plan *p, gs_error *err) {
-  p->d = 0;
-  p->count = 0;
-  for (int64_t i = 0; i < p->n; i++) {
-    int64_t raw = target_raw(p, i);
-    if (raw == p->ignore) continue;
-    if (raw < 0 || raw >= p->v) return gs_ce_target_error(err, i, raw, p->v);
-    p->d += p->w ? p->w[(raw + p->target_shift) % p->v] : 1.0;
-    p->count += 1;
-  }
-  return GS_OK;
-}
-
 static void plan_options(plan *p, const gs_ce_args *a, gs_ce_op op) {
   p->s = (float)a->logit_scale;
   p->c = (float)a->softcap;
@@ -843,7 +826,9 @@ static gs_status run_cpu(const gs_ce_args *a, gs_ce_op op, int backward, gs_erro
             .go_rows = a->grad_output_n != 1, .fwd = !backward};
   p.xstride = a->logits_stride * (int64_t)dtype_size(a->logits_dtype);
   plan_options(&p, a, op);
-  if (op != GS_OP_ENTROPY && (st = scan_targets(&p, err)) != GS_OK) return st;
+  if (op != GS_OP_ENTROPY && (st = gs_ce_scan_targets(p.tgt, p.tdt, p.n, p.v, p.ignore, p.w, p.target_shift, &p.d,
+                                                     &p.count, err)) != GS_OK)
+    return st;
   if (GS_MUTANT(GS_MUT_MEAN_BY_N)) p.d = (double)a->n;
   int mean = op == GS_OP_CE && a->reduction == GS_REDUCE_MEAN;
   if (mean) {

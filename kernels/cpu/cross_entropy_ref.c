@@ -52,9 +52,7 @@ static void grad_put(const gs_ce_args *a, int64_t i, int64_t j, double g) {
   }
 }
 
-static int64_t target_raw(const gs_ce_args *a, int64_t i) {
-  return a->target_dtype == GS_I32 ? ((const int32_t *)a->target)[i] : ((const int64_t *)a->target)[i];
-}
+static int64_t target_raw(const gs_ce_args *a, int64_t i) { return gs_ce_target_at(a->target, a->target_dtype, i); }
 
 static int64_t target_class(const gs_ce_args *a, int64_t raw) {
   return GS_MUTANT(GS_MUT_TARGET_OFF_BY_ONE) ? (raw + 1) % a->v : raw;
@@ -221,26 +219,14 @@ static void entropy_row(ref_ctx *c, int64_t i) {
   }
 }
 
-/* Validates every target before anything is written, and sums D (the
- * weights of the targets) and the count of non-ignored rows for "mean". */
-static gs_status scan_targets(const gs_ce_args *a, double *d, double *count, gs_error *err) {
-  *d = 0;
-  *count = 0;
-  for (int64_t i = 0; i < a->n; i++) {
-    int64_t raw = target_raw(a, i);
-    if (raw == a->ignore_index) continue;
-    if (raw < 0 || raw >= a->v) return gs_ce_target_error(err, i, raw, a->v);
-    *d += weight_of(a, target_class(a, raw));
-    *count += 1;
-  }
-  return GS_OK;
-}
-
 static gs_status run_ref(const gs_ce_args *a, gs_ce_op op, int backward, gs_error *err) {
   gs_status st = gs_ce_check_args(a, op, backward, 1, err);
   if (st != GS_OK) return st;
   double d = 0, count = 0;
-  if (op != GS_OP_ENTROPY && (st = scan_targets(a, &d, &count, err)) != GS_OK) return st;
+  if (op != GS_OP_ENTROPY &&
+      (st = gs_ce_scan_targets(a->target, a->target_dtype, a->n, a->v, a->ignore_index, a->weight,
+                               GS_MUTANT(GS_MUT_TARGET_OFF_BY_ONE) ? 1 : 0, &d, &count, err)) != GS_OK)
+    return st;
   if (GS_MUTANT(GS_MUT_MEAN_BY_N)) d = (double)a->n;
 
   ref_ctx c = {.a = a, .backward = backward, .ce_div = 1, .zl_div = 1};
