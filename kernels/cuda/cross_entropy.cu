@@ -27,6 +27,8 @@
 #include <mutex>
 #include <type_traits>
 
+#include "target_scan.cuh"
+
 extern "C" {
 #include "cross_entropy.h"
 #include "cross_entropy_check.h"
@@ -685,21 +687,11 @@ __global__ void __launch_bounds__(256) ce_prep(PrepParams p) {
   __shared__ double sd[256], sn[256];
   __shared__ bool last;
   const int tid = threadIdx.x;
-  double d = 0.0, cnt = 0.0;
-  long long bad = LLONG_MAX;
-  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + tid; i < p.n; i += (int64_t)gridDim.x * blockDim.x) {
-    const int64_t t = load_target(p.target, p.tgt64, i);
-    if (t == p.ignore) continue;
-    if (t < 0 || t >= p.v) {
-      if (i < bad) bad = i;
-      continue;
-    }
-    d += p.weight ? (double)p.weight[t] : 1.0;
-    cnt += 1.0;
-  }
-  if (bad != LLONG_MAX) atomicMin(&p.ctrl->bad_row, (unsigned long long)bad);
-  sd[tid] = d;
-  sn[tid] = cnt;
+  const TargetTally mine = tally_targets(p.target, p.tgt64, p.ignore, p.n, p.v, p.weight,
+                                      (int64_t)blockIdx.x * blockDim.x + tid, (int64_t)gridDim.x * blockDim.x);
+  if (mine.bad != LLONG_MAX) atomicMin(&p.ctrl->bad_row, (unsigned long long)mine.bad);
+  sd[tid] = mine.d;
+  sn[tid] = mine.count;
   __syncthreads();
   for (int h = blockDim.x / 2; h > 0; h >>= 1) {
     if (tid < h) {

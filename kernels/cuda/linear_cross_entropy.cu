@@ -32,6 +32,8 @@
 #include <mutex>
 #include <vector>
 
+#include "target_scan.cuh"
+
 extern "C" {
 #include "cross_entropy.h"
 #include "cross_entropy_check.h"
@@ -73,21 +75,10 @@ __global__ void __launch_bounds__(1024) lce_prep(const void *target, int tgt64, 
   __shared__ double sd[1024], sc[1024];
   __shared__ long long sb[1024];
   const int tid = threadIdx.x;
-  double d = 0.0, c = 0.0;
-  long long bad = LLONG_MAX;
-  for (int64_t i = tid; i < n; i += blockDim.x) {
-    const int64_t t = tgt64 ? ((const int64_t *)target)[i] : (int64_t)((const int32_t *)target)[i];
-    if (t == ignore) continue;
-    if (t < 0 || t >= v) {
-      if (i < bad) bad = i;
-      continue;
-    }
-    d += weight ? (double)weight[t] : 1.0;
-    c += 1.0;
-  }
-  sd[tid] = d;
-  sc[tid] = c;
-  sb[tid] = bad;
+  const TargetTally mine = tally_targets(target, tgt64, ignore, n, v, weight, tid, blockDim.x);
+  sd[tid] = mine.d;
+  sc[tid] = mine.count;
+  sb[tid] = mine.bad;
   __syncthreads();
   for (int s = blockDim.x / 2; s > 0; s >>= 1) {
     if (tid < s) {
@@ -101,8 +92,7 @@ __global__ void __launch_bounds__(1024) lce_prep(const void *target, int tgt64, 
     out->d = sd[0];
     out->count = sc[0];
     out->bad_row = sb[0] == LLONG_MAX ? -1 : sb[0];
-    out->bad_value = sb[0] == LLONG_MAX ? 0
-                     : tgt64 ? ((const int64_t *)target)[sb[0]] : (long long)((const int32_t *)target)[sb[0]];
+    out->bad_value = sb[0] == LLONG_MAX ? 0 : target_value(target, tgt64, sb[0]);
   }
 }
 
