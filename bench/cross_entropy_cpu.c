@@ -4,6 +4,10 @@
  * logits' bytes (the bandwidth yardstick, on the kernel's threads), the fast
  * kernel's forward, its fused forward+backward into a
  * separate gradient and in place over the logits, and the f64 reference.
+ * "rows in cache" runs the fused kernel over and over on one thread on a
+ * few rows that stay in cache, and scales the time to the whole shape and
+ * the thread count: the arithmetic alone, a floor under the fused time
+ * that no memory tuning can go below.
  * The memcpy and the fast kernel run interleaved, round after round, so that
  * they share whatever else the machine is doing; times are medians over the
  * rounds. GB/s counts the bytes a call must move:
@@ -138,6 +142,23 @@ static void bench_shape(int64_t n, int64_t v, gs_dtype dt, const bench_opts *o) 
   print_row(shape, dname, "fast fwd+bwd", median(t_fused, o->repeats), 2.0 * (double)bytes, memcpy_gbs, "");
   print_row(shape, dname, "fast fwd+bwd in place", median(t_in_place, o->repeats), 2.0 * (double)bytes,
             memcpy_gbs, "");
+
+  double t_cached[64];
+  int64_t crows = ((int64_t)256 << 10) / (v * (int64_t)esize); /* ~256 KiB of logits */
+  crows = crows < 1 ? 1 : crows > n ? n : crows;
+  gs_ce_args cached = fused;
+  cached.n = crows;
+  cached.threads = 1;
+  for (int r = 0; r < o->repeats; r++) {
+    const int calls = 64;
+    t_cached[r] = 0;
+    for (int k = 0; k < calls; k++) t_cached[r] += time_call(gs_ce_forward_cpu, &cached);
+    t_cached[r] *= (double)n / (double)crows / calls / workers;
+  }
+  char cnote[64];
+  snprintf(cnote, sizeof cnote, "(%lld row%s, 1 thread, scaled)", (long long)crows, crows == 1 ? "" : "s");
+  print_row(shape, dname, "fast fwd+bwd, rows in cache", median(t_cached, o->repeats), 2.0 * (double)bytes,
+            memcpy_gbs, cnote);
 
   /* the reference is slow: time a few rows and scale to n */
   int64_t rows = o->quick ? 8 : 32;

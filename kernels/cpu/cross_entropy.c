@@ -11,6 +11,11 @@
  * (softcap chain, entropy). The target's column is left out of the f32 sums
  * and handled in f64, so that 1 - p_t keeps its digits as p_t -> 1.
  *
+ * Pass 1 is bound by the exp and pass 2 by the gradient's stores, so a row's
+ * pass 2 is deferred and done chunk by chunk inside the next row's pass 1:
+ * the stores drain while the exps are computed. Each worker has two row
+ * buffers, used by alternate rows.
+ *
  * Rows are handed to threads in fixed blocks and each block keeps its own
  * partial sum; the sums are added in block order, so a reduction gives the
  * same bits whatever the thread count. */
@@ -80,20 +85,18 @@ static inline vf vtail(vf x, int n, float fill) {
 }
 
 /* exp(t) = 2^k exp(r), t = k ln2 + r with |r| <= ln2/2. Adding 1.5 * 2^23 + bias
- * rounds t/ln2 to the integer k and leaves k + bias in the low mantissa bits;
- * ln2 is split in two so that r is exact; exp(r) = 1 + r + r^2 q(r) with q a
- * degree-4 fit of relative error 3e-9 on that interval: about 1 ulp in all. */
+ * rounds t/ln2 to the integer k and leaves k + bias in the low mantissa bits.
+ * r = t - k ln2 with ln2 rounded to f32 is off by k 1.9e-9, which matters
+ * only far below the max (k = -20: 4e-8 relative). exp(r) = 1 + r + r^2 q(r)
+ * with q a cubic fit of relative error 1.1e-7 on that interval: within
+ * 3 ulp in all, for 8 multiply-adds. */
 #define EXP_ROUND 12582912.0f /* 1.5 * 2^23 */
 static inline vf exp_poly(vf t, vf kf) {
-  vf r = vfnma(kf, vdup(0.693359375f), t);
-  r = vfnma(kf, vdup(-2.12194440e-4f), r);
-  vf y = vdup(1.381462556e-3f);
-  y = vfma(y, r, vdup(8.368710056e-3f));
-  y = vfma(y, r, vdup(4.166838899e-2f));
-  y = vfma(y, r, vdup(1.666652113e-1f));
-  y = vfma(y, r, vdup(4.999999404e-1f));
-  y = vfma(y, r, vdup(1.0f));
-  return vfma(y, r, vdup(1.0f));
+  vf r = vfnma(kf, vdup(0.693147182464599609375f), t);
+  vf q = vfma(vdup(8.312526159e-3f), r, vdup(4.189011455e-2f));
+  q = vfma(q, r, vdup(1.666711420e-1f));
+  q = vfma(q, r, vdup(4.999923110e-1f));
+  return vfma(vmul(r, r), q, vadd(r, vdup(1.0f)));
 }
 
 #define EXP_LO (-88.0f)     /* k = -127 here: 2^k has a zero exponent field, so the result is 0 */
@@ -298,8 +301,8 @@ typedef struct {
   float *loss, *lse, *zl;
   int64_t block_rows, nblocks;
   double *part;          /* per block: CE sum, z-loss sum */
-  float *scratch;        /* per worker: e (row), then m_c (chunks) */
-  int64_t e_len, scratch_stride;
+  float *scratch;        /* per worker, twice (alternate rows): e (row), then m_c (chunks) */
+  int64_t e_len, row_scratch, scratch_stride;
 } plan;
 
 typedef struct {
@@ -389,33 +392,63 @@ ALWAYS_INLINE void fused_step(vf zz, vf ref, float *e, vf *mx, vf *acc) {
   *acc = vadd(*acc, ej);
 }
 
+/* The same chunk of the previous row's pass 2, in its simplest form
+ * (g_j = k1 e_j - k2, all finite, gradient dtype = logits dtype), written
+ * vector by vector inside the fused loop: the stores then drain while the
+ * exps are computed, rather than in a burst that stalls them. */
+typedef struct {
+  const float *e; /* the chunk's e_j */
+  char *g;        /* the gradient row */
+  int64_t j0;
+  vf k1, k2;
+  int nt;
+} prev_chunk;
+
 ALWAYS_INLINE float fused_chunk_dt(const char *row, int64_t j0, int64_t n, float mul_s, float cap, float ref,
-                                   float *e, double *sum, gs_dtype dt, int mode) {
+                                   float *e, double *sum, const prev_chunk *pc, gs_dtype dt, int mode, int nt) {
   const vf mul = vdup(mul_s), c = vdup(cap), vref = vdup(ref);
   vf mx = vdup(-INFINITY), acc = vdup(0);
   int64_t j = 0;
+  if (pc) /* two vectors at a time, so that 16-bit gradients are stored 16 at a time */
+    for (; j + 2 * VW <= n; j += 2 * VW) {
+      __builtin_prefetch(row + (j0 + j) * (dt == GS_F32 ? 4 : 2) + PREFETCH_BYTES);
+      fused_step(transform(vload_x(row, dt, j0 + j), mul, c, mode), vref, e ? e + j : NULL, &mx, &acc);
+      fused_step(transform(vload_x(row, dt, j0 + j + VW), mul, c, mode), vref, e ? e + j + VW : NULL, &mx, &acc);
+      vstore_g2(pc->g, dt, pc->j0 + j, vfms(vload(pc->e + j), pc->k1, pc->k2),
+                vfms(vload(pc->e + j + VW), pc->k1, pc->k2), nt, 1);
+    }
   for (; j + VW <= n; j += VW) {
     /* the hardware prefetcher alone leaves this loop waiting on memory */
     __builtin_prefetch(row + (j0 + j) * (dt == GS_F32 ? 4 : 2) + PREFETCH_BYTES);
     fused_step(transform(vload_x(row, dt, j0 + j), mul, c, mode), vref, e ? e + j : NULL, &mx, &acc);
+    if (pc) vstore_g(pc->g, dt, pc->j0 + j, vfms(vload(pc->e + j), pc->k1, pc->k2), nt, 1);
   }
   if (j < n) fused_step(transform_tail(row, j0 + j, n - j, mul, c, dt, mode), vref, e ? e + j : NULL, &mx, &acc);
+  if (pc && j < n) { /* the previous row's last partial vector */
+    _Alignas(32) float tail[VW];
+    vstore(tail, vfms(vload(pc->e + j), pc->k1, pc->k2));
+    for (int64_t q = 0; j + q < n; q++) g_put(pc->g, dt, pc->j0 + j + q, tail[q]);
+  }
   *sum = vsum(acc);
   return vhmax(mx);
 }
 
 ALWAYS_INLINE float fused_chunk_as(const plan *p, const char *row, int64_t j0, int64_t n, float ref, float *e,
-                                   double *sum, gs_dtype dt) {
-  if (p->c > 0) return fused_chunk_dt(row, j0, n, p->s_over_c, p->c, ref, e, sum, dt, Z_CAPPED);
-  if (p->s == 1) return fused_chunk_dt(row, j0, n, 1, 0, ref, e, sum, dt, Z_PLAIN);
-  return fused_chunk_dt(row, j0, n, p->s, 0, ref, e, sum, dt, Z_SCALED);
+                                   double *sum, const prev_chunk *pc, gs_dtype dt) {
+  if (p->c > 0) return fused_chunk_dt(row, j0, n, p->s_over_c, p->c, ref, e, sum, NULL, dt, Z_CAPPED, 0);
+  if (p->s != 1) return fused_chunk_dt(row, j0, n, p->s, 0, ref, e, sum, NULL, dt, Z_SCALED, 0);
+  if (!pc) return fused_chunk_dt(row, j0, n, 1, 0, ref, e, sum, NULL, dt, Z_PLAIN, 0);
+  if (pc->nt) return fused_chunk_dt(row, j0, n, 1, 0, ref, e, sum, pc, dt, Z_PLAIN, 1);
+  return fused_chunk_dt(row, j0, n, 1, 0, ref, e, sum, pc, dt, Z_PLAIN, 0);
 }
 
-static float fused_chunk(const plan *p, const char *row, int64_t j0, int64_t n, float ref, float *e, double *sum) {
+/* pc (not NULL only for plain logits: no scale or softcap) is written along. */
+static float fused_chunk(const plan *p, const char *row, int64_t j0, int64_t n, float ref, float *e, double *sum,
+                         const prev_chunk *pc) {
   switch (p->xdt) {
-  case GS_BF16: return fused_chunk_as(p, row, j0, n, ref, e, sum, GS_BF16);
-  case GS_F16: return fused_chunk_as(p, row, j0, n, ref, e, sum, GS_F16);
-  default: return fused_chunk_as(p, row, j0, n, ref, e, sum, GS_F32);
+  case GS_BF16: return fused_chunk_as(p, row, j0, n, ref, e, sum, pc, GS_BF16);
+  case GS_F16: return fused_chunk_as(p, row, j0, n, ref, e, sum, pc, GS_F16);
+  default: return fused_chunk_as(p, row, j0, n, ref, e, sum, pc, GS_F32);
   }
 }
 
@@ -489,11 +522,19 @@ static int chunk_has_nan(const float *z, int64_t n) {
 static int64_t chunk_len(const plan *p, int64_t j0) { return p->v - j0 < CHUNK ? p->v - j0 : CHUNK; }
 static int64_t padded(int64_t n) { return (n + VW - 1) / VW * VW; }
 
+/* A row's pass 2 in progress (defined with pass 2 below). */
+typedef struct grad_job grad_job;
+static void grad_job_step(const plan *p, grad_job *job);
+static int grad_job_chunk_simple(const plan *p, grad_job *job, prev_chunk *pc);
+static void grad_job_advance(const plan *p, grad_job *job);
+
 /* Pass 1 over a row: max, sum of exp (and the entropy and smoothing sums),
  * rescaling the sums whenever a chunk raises the max. t >= 0: the target,
  * whose term is left out of the f32 sums and added in f64. e, mc: kept for
- * pass 2 when not NULL. */
-static void scan_row(const plan *p, const char *row, int64_t t, float *e, float *mc, row_stats *st) {
+ * pass 2 when not NULL. prev: the previous row's pass 2, advanced by a chunk
+ * per chunk of this row. */
+static void scan_row(const plan *p, const char *row, int64_t t, float *e, float *mc, row_stats *st,
+                     grad_job *prev) {
   _Alignas(32) float z[CHUNK];
   float m = p->no_max ? 0.0f : -INFINITY, r = 0, zt = 0;
   exp_sums acc = {0, 0, 0};
@@ -502,9 +543,14 @@ static void scan_row(const plan *p, const char *row, int64_t t, float *e, float 
   const int fused_ok = t >= 0 && !p->no_max && !(p->eps > 0);
   for (int64_t c = 0, j0 = 0; j0 < p->v; c++, j0 += CHUNK) {
     int64_t n = chunk_len(p, j0), np = padded(n);
-    if (fused_ok && isfinite(m) && !(t >= j0 && t < j0 + n)) {
+    const int fused = fused_ok && isfinite(m) && !(t >= j0 && t < j0 + n);
+    prev_chunk pc;
+    const int along = fused && prev && grad_job_chunk_simple(p, prev, &pc);
+    if (prev && !along) grad_job_step(p, prev);
+    if (fused) {
       double sum;
-      float cm = fused_chunk(p, row, j0, n, m, e ? e + j0 : NULL, &sum);
+      float cm = fused_chunk(p, row, j0, n, m, e ? e + j0 : NULL, &sum, along ? &pc : NULL);
+      if (along) grad_job_advance(p, prev);
       if (!(cm > m + FUSED_HEADROOM)) {
         acc.small += sum;
         if (mc) mc[c] = m;
@@ -626,31 +672,81 @@ static row_ctx row_at(const plan *p, float *scratch, int64_t i) {
   row_ctx r = {.i = i, .x = p->x + i * p->xstride};
   if (!p->g) return r;
   r.g = p->g + i * p->gstride;
-  r.e = scratch;
-  r.mc = scratch + p->e_len;
+  r.e = scratch + (i & 1) * p->row_scratch; /* the previous row's pass 2 may still read the other half */
+  r.mc = r.e + p->e_len;
   r.nt = p->stream && ((uintptr_t)r.g % 32) == 0; /* then every chunk's stores are aligned */
   return r;
 }
 
-/* Pass 2: the gradient row from the kept e_j. CE: dz_j = a p_j - b w_j;
- * entropy: dz_j = a p_j (mu - (z_j - m)). */
-static void write_grad(const plan *p, const row_ctx *r, const row_stats *st, double a, double b, double mu) {
+/* Pass 2 of one row, a chunk at a time: the gradient from the kept e_j.
+ * CE: dz_j = a p_j - b w_j; entropy: dz_j = a p_j (mu - (z_j - m)). Column
+ * t >= 0 is then rewritten with dzt, its value computed in f64. */
+struct grad_job {
+  row_ctx r;
+  grad_consts k;
+  double a, lse_off; /* p_j = e_j exp(m_c - lse_off) */
+  float k2;
+  int64_t c, j0;     /* the next chunk; j0 >= v: done */
+  int64_t t;
+  float dzt;
+};
+
+static void grad_job_start(const plan *p, grad_job *job, const row_ctx *r, const row_stats *st, double a, double b,
+                           double mu, int64_t t, double dzt) {
+  *job = (grad_job){.r = *r, .a = a, .lse_off = (double)st->m + st->log_s, .k2 = (float)(b * p->cs), .t = t,
+                    .dzt = (float)dzt};
+  job->k = (grad_consts){.k2 = vdup(job->k2), .mu = vdup((float)mu), .m = vdup(st->m),
+                         .entropy = p->op == GS_OP_ENTROPY, .cap = p->cap_chain};
+}
+
+static float grad_job_k1(const plan *p, const grad_job *job) {
+  return (float)(job->a * exp((double)job->r.mc[job->c] - job->lse_off) * p->cs);
+}
+
+/* The chunk is done: on to the next; after the last, the target's column. */
+static void grad_job_advance(const plan *p, grad_job *job) {
+  job->c++;
+  job->j0 += CHUNK;
+  if (job->j0 >= p->v && job->t >= 0) g_put(job->r.g, p->gdt, job->t, job->dzt);
+}
+
+static void grad_job_step(const plan *p, grad_job *job) {
+  if (job->j0 >= p->v) return;
   _Alignas(32) float z[CHUNK], y[CHUNK];
-  const float k2 = (float)(b * p->cs);
-  grad_consts k = {.k2 = vdup(k2), .mu = vdup((float)mu), .m = vdup(st->m),
-                   .entropy = p->op == GS_OP_ENTROPY, .cap = p->cap_chain};
-  for (int64_t c = 0, j0 = 0; j0 < p->v; c++, j0 += CHUNK) {
-    int64_t n = chunk_len(p, j0);
-    double f = exp((double)r->mc[c] - st->m - st->log_s); /* p_j = e_j f */
-    float k1 = (float)(a * f * p->cs);
-    k.k1 = vdup(k1);
-    /* z is reloaded exactly as pass 1 did (through memory: an FMA-contracted
-     * c tanh(y) - m would differ from it in the last bit) */
-    if (k.entropy) load_chunk(p, r->x, j0, n, z, 0);
-    if (k.cap) load_chunk(p, r->x, j0, n, y, 1);
-    grad_store(p, &k, r->e + j0, z, y, p->wgrad ? p->wgrad + j0 : NULL, n, r->g, j0, r->nt,
-               isfinite(k1) && isfinite(k2));
-  }
+  const row_ctx *r = &job->r;
+  int64_t j0 = job->j0, n = chunk_len(p, j0);
+  float k1 = grad_job_k1(p, job);
+  job->k.k1 = vdup(k1);
+  /* z is reloaded exactly as pass 1 did (through memory: an FMA-contracted
+   * c tanh(y) - m would differ from it in the last bit) */
+  if (job->k.entropy) load_chunk(p, r->x, j0, n, z, 0);
+  if (job->k.cap) load_chunk(p, r->x, j0, n, y, 1);
+  grad_store(p, &job->k, r->e + j0, z, y, p->wgrad ? p->wgrad + j0 : NULL, n, r->g, j0, r->nt,
+             isfinite(k1) && isfinite(job->k2));
+  grad_job_advance(p, job);
+}
+
+/* Whether the job's next chunk has the simplest form (see prev_chunk), and
+ * if so its description in *pc. */
+static int grad_job_chunk_simple(const plan *p, grad_job *job, prev_chunk *pc) {
+  if (job->j0 >= p->v || job->k.entropy || job->k.cap || p->wgrad || p->gdt != p->xdt || p->c > 0 || p->s != 1)
+    return 0;
+  float k1 = grad_job_k1(p, job);
+  if (!isfinite(k1) || !isfinite(job->k2)) return 0;
+  *pc = (prev_chunk){.e = job->r.e + job->j0, .g = job->r.g, .j0 = job->j0, .k1 = vdup(k1), .k2 = vdup(job->k2),
+                     .nt = job->r.nt};
+  return 1;
+}
+
+static void grad_job_finish(const plan *p, grad_job *job) {
+  while (job->j0 < p->v) grad_job_step(p, job);
+}
+
+/* Pass 2 of a row at once. */
+static void write_grad(const plan *p, const row_ctx *r, const row_stats *st, double a, double b, double mu) {
+  grad_job job;
+  grad_job_start(p, &job, r, st, a, b, mu, -1, 0);
+  grad_job_finish(p, &job);
 }
 
 /* One column's chain factor in f64: s (1 - (z/c)^2) = s sech^2(s x / c). */
@@ -679,7 +775,7 @@ static void ignored_row(const plan *p, const row_ctx *r, double go) {
     return;
   }
   row_stats st;
-  scan_row(p, r->x, -1, r->e, r->mc, &st);
+  scan_row(p, r->x, -1, r->e, r->mc, &st, NULL);
   write_grad(p, r, &st, p->sign * go * p->ce_scale, 0, 0);
 }
 
@@ -687,30 +783,32 @@ static void ignored_row(const plan *p, const row_ctx *r, double go) {
  * the vector pass writes every column as if j != t, then column t is
  * rewritten with p_t - 1 = expm1(z_t - lse), which does not cancel as p_t -> 1. */
 static void ce_grad(const plan *p, const row_ctx *r, const row_stats *st, int64_t t, float xt, double dt,
-                    double go) {
+                    double go, grad_job *job) {
   double g = p->sign * go * p->ce_scale, gz = go * p->zl_scale;
   double wt = p->wgrad ? p->wgrad[t] : 1.0, wsum = p->wsum_grad;
   double lse = st->m + st->log_s;
   double zterm = p->lam > 0 ? gz * p->zfac * p->lam * lse : 0.0;
   double a = g * (wt * (1 - p->eps) + p->smooth * wsum) + zterm, b = g * p->smooth;
-  write_grad(p, r, st, a, b, 0);
   double pt = exp(dt);
   double dzt = g * (wt * (1 - p->eps) * expm1(dt) + p->smooth * (wsum * pt - wt)) + zterm * pt;
-  g_put(r->g, p->gdt, t, (float)(dzt * chain_at(p, xt)));
+  grad_job_start(p, job, r, st, a, b, 0, t, dzt * chain_at(p, xt));
 }
 
-/* Cross entropy and log_probs (= -CE with no weight, smoothing or z-loss). */
-static void ce_row(const plan *p, const row_ctx *r, double acc[2]) {
+/* Cross entropy and log_probs (= -CE with no weight, smoothing or z-loss).
+ * job: the previous row's pass 2 on entry, this row's on return. */
+static void ce_row(const plan *p, const row_ctx *r, double acc[2], grad_job *job) {
   int64_t raw = target_raw(p, r->i);
   double go = grad_output_at(p, r->i);
   if (raw == p->ignore) {
+    grad_job_finish(p, job);
     ignored_row(p, r, go);
     return;
   }
   int64_t t = (raw + p->target_shift) % p->v;
   float xt = x_at(r->x, p->xdt, t); /* before an in-place pass 2 overwrites it */
   row_stats st;
-  scan_row(p, r->x, t, r->e, r->mc, &st);
+  scan_row(p, r->x, t, r->e, r->mc, &st, job);
+  grad_job_finish(p, job);
   double lse = st.m + st.log_s;
   double dt = ((double)st.zt - st.m) - st.log_s; /* z_t - lse without rounding lse to f32 */
   if (p->fwd) {
@@ -723,17 +821,18 @@ static void ce_row(const plan *p, const row_ctx *r, double acc[2]) {
     acc[0] += ce;
     acc[1] += zl;
   }
-  if (r->g) ce_grad(p, r, &st, t, xt, dt, go);
+  if (r->g) ce_grad(p, r, &st, t, xt, dt, go, job);
 }
 
 /* entropy = lse - sum_j p_j z_j = log s - s2/s, both terms >= 0 (no
  * cancellation); d/dz_j = p_j (mu - z_j) with mu - z_j = s2/s - (z_j - m). */
-static void entropy_row(const plan *p, const row_ctx *r) {
+static void entropy_row(const plan *p, const row_ctx *r, grad_job *job) {
   row_stats st;
-  scan_row(p, r->x, -1, r->e, r->mc, &st);
+  scan_row(p, r->x, -1, r->e, r->mc, &st, job);
+  grad_job_finish(p, job);
   double mu = st.s2 / st.s;
   if (p->fwd) p->loss[r->i] = (float)(p->sign * (st.log_s - mu));
-  if (r->g) write_grad(p, r, &st, p->sign * grad_output_at(p, r->i), 0, mu);
+  if (r->g) grad_job_start(p, job, r, &st, p->sign * grad_output_at(p, r->i), 0, mu, -1, 0);
 }
 
 static void run_block(void *ctx, int64_t b, int worker) {
@@ -741,11 +840,13 @@ static void run_block(void *ctx, int64_t b, int worker) {
   float *scratch = p->scratch ? p->scratch + worker * p->scratch_stride : NULL;
   int64_t i0 = b * p->block_rows, i1 = i0 + p->block_rows < p->n ? i0 + p->block_rows : p->n;
   double acc[2] = {0, 0};
+  grad_job job = {.j0 = p->v}; /* none pending */
   for (int64_t i = i0; i < i1; i++) {
     row_ctx r = row_at(p, scratch, i);
-    if (p->op == GS_OP_ENTROPY) entropy_row(p, &r);
-    else ce_row(p, &r, acc);
+    if (p->op == GS_OP_ENTROPY) entropy_row(p, &r, &job);
+    else ce_row(p, &r, acc, &job);
   }
+  grad_job_finish(p, &job);
   if (p->part) {
     p->part[2 * b] = acc[0];
     p->part[2 * b + 1] = acc[1];
@@ -797,7 +898,8 @@ static gs_status plan_buffers(plan *p, int workers, gs_error *err) {
   if (!p->g) return GS_OK;
   p->e_len = padded(p->v);
   int64_t nchunks = (p->v + CHUNK - 1) / CHUNK;
-  p->scratch_stride = (p->e_len + nchunks + 15) / 16 * 16; /* 64-byte aligned per worker */
+  p->row_scratch = (p->e_len + nchunks + 15) / 16 * 16; /* 64-byte aligned */
+  p->scratch_stride = 2 * p->row_scratch;
   p->scratch = aligned_alloc(64, (size_t)(p->scratch_stride * workers) * sizeof(float));
   if (!p->scratch) return no_memory(err, "grad");
   int weighted = p->w && !GS_MUTANT(GS_MUT_WEIGHT_BACKWARD);
