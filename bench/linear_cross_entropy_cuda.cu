@@ -441,6 +441,32 @@ template <typename F> Measure measure(F &&fn, int reps) {
   return m;
 }
 
+// The unfused path's three GEMMs, each timed alone: logits = h W^T (f32 out),
+// dh = G W and dW = G^T h. They bound what any schedule can reach: one that
+// holds neither all N x V logits nor a V x H f32 dW accumulator must finish
+// each block of dW rows in one pass over all N rows, which needs every row's
+// lse first, so it computes the logits twice: at least 2 logits + dh + dW.
+struct GemmTimes {
+  double logits, dh, dw;
+};
+
+GemmTimes time_gemms(const Problem &p, Outputs &o, int reps) {
+  const int64_t n = p.n, hd = p.hd, v = p.v, ld = (v + 7) / 8 * 8;
+  const size_t xbytes = (size_t)(n * ld) * 4, gbytes = (size_t)(n * ld) * dsize(p.dt);
+  void *x = scratch_alloc(xbytes), *g = scratch_alloc(gbytes);
+  CK(cudaMemset(g, 0, gbytes));
+  GemmTimes t{};
+  t.logits = measure([&] { g_blas.gemm(CUBLAS_OP_T, CUBLAS_OP_N, v, n, hd, 1.f, p.w, p.dt, hd, p.h, hd, 0.f, x,
+                                       CUDA_R_32F, ld); }, reps).ms;
+  t.dh = measure([&] { g_blas.gemm(CUBLAS_OP_N, CUBLAS_OP_N, hd, n, v, 1.f, p.w, p.dt, hd, g, ld, 0.f, o.dh,
+                                   ctype(p.dt), hd); }, reps).ms;
+  t.dw = measure([&] { g_blas.gemm(CUBLAS_OP_N, CUBLAS_OP_T, hd, v, n, 1.f, p.h, p.dt, hd, g, ld, 0.f, o.dw,
+                                   ctype(o.dw_dt), hd); }, reps).ms;
+  scratch_free(g, gbytes);
+  scratch_free(x, xbytes);
+  return t;
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -509,6 +535,13 @@ int main(int argc, char **argv) {
   const double acc_gib = dt != GS_F32 ? (double)(v * hd) * 4 / (1024.0 * 1024.0 * 1024.0) : 0.0;
   printf("\nfused extra = the chunk (f32 logits%s) + the f32 dW accumulator (%.3f GiB) + cuBLAS workspace\n",
          dt != GS_F32 ? " and G" : "", acc_gib);
+  GemmTimes gt = time_gemms(p, o, reps);
+  const double bound = 2 * gt.logits + gt.dh + gt.dw;
+  printf("\nGEMMs alone (median ms): logits %.2f, dh %.2f, dW %.2f; all three %.2f = %.3fx the unfused path\n",
+         gt.logits, gt.dh, gt.dw, gt.logits + gt.dh + gt.dw, (gt.logits + gt.dh + gt.dw) / mu.ms);
+  printf("without an f32 dW accumulator (%.3f GiB = %.3fx the unfused extra) nor all logits held, the logits GEMM\n"
+         "runs twice: at least %.2f ms = %.3fx the unfused path\n",
+         acc_gib, acc_gib / mu.extra_gib, bound, bound / mu.ms);
 
   // The last fused run and the unfused one agree? (dW: its first 4096 rows)
   run_fused(p, o, sweep.back());
