@@ -234,6 +234,17 @@ describe("cross_entropy: nasty inputs", function()
       assert.close(aux.grad, gs.tensor({ { 1, -1, 0 }, { 0, 0.5, -0.5 } }), { atol = 1e-6 })
     end)
 
+    it(backend .. ": a target far above every other logit, in the first chunk and in a later one", function()
+      for _, v in ipairs({ 10, 3000 }) do
+        local x = gs.zeros({ 2, v })
+        x:set(0, 5, 1e4)
+        x:set(1, v - 2, 1e4)
+        local loss, aux = gs.cross_entropy(x, i64({ 5, v - 2 }), { backend = backend, reduction = "none", grad = true })
+        assert.equal(loss, gs.zeros({ 2 }), "p_t = 1 to the last bit, so the loss is exactly 0")
+        assert.equal(aux.grad, gs.zeros({ 2, v }))
+      end
+    end)
+
     it(backend .. ": -inf logits (a masked vocabulary) get zero probability and zero gradient", function()
       local ninf = -math.huge
       local x = gs.tensor({ { 0, ninf, 0, ninf } })

@@ -303,6 +303,7 @@ typedef struct {
   double *part;          /* per block: CE sum, z-loss sum */
   float *scratch;        /* per worker, twice (alternate rows): e (row), then m_c (chunks) */
   int64_t e_len, row_scratch, scratch_stride;
+  struct worker_state *ws; /* per worker, with a gradient: its pending pass 2 */
 } plan;
 
 typedef struct {
@@ -404,26 +405,43 @@ typedef struct {
   int nt;
 } prev_chunk;
 
+/* The vector of z at offset j of a chunk; the target's lane (offset tl,
+ * -1: not in this chunk) is taken out into *zt and replaced by -inf. */
+ALWAYS_INLINE vf drop_target(vf zz, int64_t j, int64_t tl, float *zt) {
+  if ((uint64_t)(tl - j) >= VW) return zz;
+  _Alignas(32) float tmp[VW];
+  vstore(tmp, zz);
+  *zt = tmp[tl - j];
+  tmp[tl - j] = -INFINITY;
+  return vload(tmp);
+}
+
 ALWAYS_INLINE float fused_chunk_dt(const char *row, int64_t j0, int64_t n, float mul_s, float cap, float ref,
-                                   float *e, double *sum, const prev_chunk *pc, gs_dtype dt, int mode, int nt) {
+                                   float *e, double *sum, const prev_chunk *pc, int64_t tl, float *zt, gs_dtype dt,
+                                   int mode, int nt) {
   const vf mul = vdup(mul_s), c = vdup(cap), vref = vdup(ref);
   vf mx = vdup(-INFINITY), acc = vdup(0);
   int64_t j = 0;
   if (pc) /* two vectors at a time, so that 16-bit gradients are stored 16 at a time */
     for (; j + 2 * VW <= n; j += 2 * VW) {
       __builtin_prefetch(row + (j0 + j) * (dt == GS_F32 ? 4 : 2) + PREFETCH_BYTES);
-      fused_step(transform(vload_x(row, dt, j0 + j), mul, c, mode), vref, e ? e + j : NULL, &mx, &acc);
-      fused_step(transform(vload_x(row, dt, j0 + j + VW), mul, c, mode), vref, e ? e + j + VW : NULL, &mx, &acc);
+      vf z0 = drop_target(transform(vload_x(row, dt, j0 + j), mul, c, mode), j, tl, zt);
+      vf z1 = drop_target(transform(vload_x(row, dt, j0 + j + VW), mul, c, mode), j + VW, tl, zt);
+      fused_step(z0, vref, e ? e + j : NULL, &mx, &acc);
+      fused_step(z1, vref, e ? e + j + VW : NULL, &mx, &acc);
       vstore_g2(pc->g, dt, pc->j0 + j, vfms(vload(pc->e + j), pc->k1, pc->k2),
                 vfms(vload(pc->e + j + VW), pc->k1, pc->k2), nt, 1);
     }
   for (; j + VW <= n; j += VW) {
     /* the hardware prefetcher alone leaves this loop waiting on memory */
     __builtin_prefetch(row + (j0 + j) * (dt == GS_F32 ? 4 : 2) + PREFETCH_BYTES);
-    fused_step(transform(vload_x(row, dt, j0 + j), mul, c, mode), vref, e ? e + j : NULL, &mx, &acc);
+    fused_step(drop_target(transform(vload_x(row, dt, j0 + j), mul, c, mode), j, tl, zt), vref, e ? e + j : NULL,
+               &mx, &acc);
     if (pc) vstore_g(pc->g, dt, pc->j0 + j, vfms(vload(pc->e + j), pc->k1, pc->k2), nt, 1);
   }
-  if (j < n) fused_step(transform_tail(row, j0 + j, n - j, mul, c, dt, mode), vref, e ? e + j : NULL, &mx, &acc);
+  if (j < n)
+    fused_step(drop_target(transform_tail(row, j0 + j, n - j, mul, c, dt, mode), j, tl, zt), vref, e ? e + j : NULL,
+               &mx, &acc);
   if (pc && j < n) { /* the previous row's last partial vector */
     _Alignas(32) float tail[VW];
     vstore(tail, vfms(vload(pc->e + j), pc->k1, pc->k2));
@@ -434,22 +452,31 @@ ALWAYS_INLINE float fused_chunk_dt(const char *row, int64_t j0, int64_t n, float
 }
 
 ALWAYS_INLINE float fused_chunk_as(const plan *p, const char *row, int64_t j0, int64_t n, float ref, float *e,
-                                   double *sum, const prev_chunk *pc, gs_dtype dt) {
-  if (p->c > 0) return fused_chunk_dt(row, j0, n, p->s_over_c, p->c, ref, e, sum, NULL, dt, Z_CAPPED, 0);
-  if (p->s != 1) return fused_chunk_dt(row, j0, n, p->s, 0, ref, e, sum, NULL, dt, Z_SCALED, 0);
-  if (!pc) return fused_chunk_dt(row, j0, n, 1, 0, ref, e, sum, NULL, dt, Z_PLAIN, 0);
-  if (pc->nt) return fused_chunk_dt(row, j0, n, 1, 0, ref, e, sum, pc, dt, Z_PLAIN, 1);
-  return fused_chunk_dt(row, j0, n, 1, 0, ref, e, sum, pc, dt, Z_PLAIN, 0);
+                                   double *sum, const prev_chunk *pc, int64_t tl, float *zt, gs_dtype dt) {
+  if (p->c > 0) return fused_chunk_dt(row, j0, n, p->s_over_c, p->c, ref, e, sum, NULL, tl, zt, dt, Z_CAPPED, 0);
+  if (p->s != 1) return fused_chunk_dt(row, j0, n, p->s, 0, ref, e, sum, NULL, tl, zt, dt, Z_SCALED, 0);
+  if (!pc) return fused_chunk_dt(row, j0, n, 1, 0, ref, e, sum, NULL, tl, zt, dt, Z_PLAIN, 0);
+  if (pc->nt) return fused_chunk_dt(row, j0, n, 1, 0, ref, e, sum, pc, tl, zt, dt, Z_PLAIN, 1);
+  return fused_chunk_dt(row, j0, n, 1, 0, ref, e, sum, pc, tl, zt, dt, Z_PLAIN, 0);
 }
 
-/* pc (not NULL only for plain logits: no scale or softcap) is written along. */
+/* pc (not NULL only for plain logits: no scale or softcap) is written along;
+ * the target at chunk offset tl (-1: none) is left out of the sum, its z in *zt. */
 static float fused_chunk(const plan *p, const char *row, int64_t j0, int64_t n, float ref, float *e, double *sum,
-                         const prev_chunk *pc) {
+                         const prev_chunk *pc, int64_t tl, float *zt) {
   switch (p->xdt) {
-  case GS_BF16: return fused_chunk_as(p, row, j0, n, ref, e, sum, pc, GS_BF16);
-  case GS_F16: return fused_chunk_as(p, row, j0, n, ref, e, sum, pc, GS_F16);
-  default: return fused_chunk_as(p, row, j0, n, ref, e, sum, pc, GS_F32);
+  case GS_BF16: return fused_chunk_as(p, row, j0, n, ref, e, sum, pc, tl, zt, GS_BF16);
+  case GS_F16: return fused_chunk_as(p, row, j0, n, ref, e, sum, pc, tl, zt, GS_F16);
+  default: return fused_chunk_as(p, row, j0, n, ref, e, sum, pc, tl, zt, GS_F32);
   }
+}
+
+/* z_0 in scalar code: a finite reference for the first chunk's fused loop,
+ * before any max is known (it need not match the vector transform's bits). */
+static float first_z(const plan *p, const char *row) {
+  float x = x_at(row, p->xdt, 0);
+  if (p->c > 0) return p->c * tanhf(x * p->s_over_c);
+  return p->s == 1 ? x : p->s * x;
 }
 
 /* sum_j exp(z_j - m) of a row so far. With split, the terms >= 1/2 are kept
@@ -543,15 +570,21 @@ static void scan_row(const plan *p, const char *row, int64_t t, float *e, float 
   const int fused_ok = t >= 0 && !p->no_max && !(p->eps > 0);
   for (int64_t c = 0, j0 = 0; j0 < p->v; c++, j0 += CHUNK) {
     int64_t n = chunk_len(p, j0), np = padded(n);
-    const int fused = fused_ok && isfinite(m) && !(t >= j0 && t < j0 + n);
+    /* m is -inf before the first chunk: nothing is summed yet, so any finite
+     * reference will do */
+    const float ref = c == 0 && fused_ok ? first_z(p, row) : m;
+    const int fused = fused_ok && isfinite(ref);
     prev_chunk pc;
     const int along = fused && prev && grad_job_chunk_simple(p, prev, &pc);
     if (prev && !along) grad_job_step(p, prev);
     if (fused) {
       double sum;
-      float cm = fused_chunk(p, row, j0, n, m, e ? e + j0 : NULL, &sum, along ? &pc : NULL);
+      const int64_t tl = t >= j0 && t < j0 + n ? t - j0 : -1;
+      float cm = fused_chunk(p, row, j0, n, ref, e ? e + j0 : NULL, &sum, along ? &pc : NULL, tl, &zt);
+      if (tl >= 0 && zt > cm) cm = zt; /* the max counts the target (exp(z_t - m) must not overflow) */
       if (along) grad_job_advance(p, prev);
-      if (!(cm > m + FUSED_HEADROOM)) {
+      if (!(cm > ref + FUSED_HEADROOM)) {
+        m = ref;
         acc.small += sum;
         if (mc) mc[c] = m;
         if (cm > m) {
@@ -668,11 +701,13 @@ typedef struct {
   int nt;            /* streaming gradient stores */
 } row_ctx;
 
-static row_ctx row_at(const plan *p, float *scratch, int64_t i) {
+/* half: which of the worker's two row buffers; the previous row's pass 2
+ * may still read the other. */
+static row_ctx row_at(const plan *p, float *scratch, int64_t i, int half) {
   row_ctx r = {.i = i, .x = p->x + i * p->xstride};
   if (!p->g) return r;
   r.g = p->g + i * p->gstride;
-  r.e = scratch + (i & 1) * p->row_scratch; /* the previous row's pass 2 may still read the other half */
+  r.e = scratch + half * p->row_scratch;
   r.mc = r.e + p->e_len;
   r.nt = p->stream && ((uintptr_t)r.g % 32) == 0; /* then every chunk's stores are aligned */
   return r;
@@ -835,18 +870,27 @@ static void entropy_row(const plan *p, const row_ctx *r, grad_job *job) {
   if (r->g) grad_job_start(p, job, r, &st, p->sign * grad_output_at(p, r->i), 0, mu, -1, 0);
 }
 
+/* A worker's pass 2 in progress, kept from block to block (a block may be a
+ * single row), and which row buffer its next row takes. */
+typedef struct worker_state {
+  grad_job job;
+  int half;
+} worker_state;
+
 static void run_block(void *ctx, int64_t b, int worker) {
   const plan *p = ctx;
   float *scratch = p->scratch ? p->scratch + worker * p->scratch_stride : NULL;
   int64_t i0 = b * p->block_rows, i1 = i0 + p->block_rows < p->n ? i0 + p->block_rows : p->n;
   double acc[2] = {0, 0};
-  grad_job job = {.j0 = p->v}; /* none pending */
+  grad_job none = {.j0 = p->v};
+  worker_state *w = p->ws ? &p->ws[worker] : NULL;
+  grad_job *job = w ? &w->job : &none;
   for (int64_t i = i0; i < i1; i++) {
-    row_ctx r = row_at(p, scratch, i);
-    if (p->op == GS_OP_ENTROPY) entropy_row(p, &r, &job);
-    else ce_row(p, &r, acc, &job);
+    row_ctx r = row_at(p, scratch, i, w ? w->half : 0);
+    if (w) w->half ^= 1;
+    if (p->op == GS_OP_ENTROPY) entropy_row(p, &r, job);
+    else ce_row(p, &r, acc, job);
   }
-  grad_job_finish(p, &job);
   if (p->part) {
     p->part[2 * b] = acc[0];
     p->part[2 * b + 1] = acc[1];
@@ -901,7 +945,9 @@ static gs_status plan_buffers(plan *p, int workers, gs_error *err) {
   p->row_scratch = (p->e_len + nchunks + 15) / 16 * 16; /* 64-byte aligned */
   p->scratch_stride = 2 * p->row_scratch;
   p->scratch = aligned_alloc(64, (size_t)(p->scratch_stride * workers) * sizeof(float));
-  if (!p->scratch) return no_memory(err, "grad");
+  p->ws = aligned_alloc(64, ((size_t)workers * sizeof *p->ws + 63) / 64 * 64);
+  if (!p->scratch || !p->ws) return no_memory(err, "grad");
+  for (int k = 0; k < workers; k++) p->ws[k] = (worker_state){.job = {.j0 = p->v}};
   int weighted = p->w && !GS_MUTANT(GS_MUT_WEIGHT_BACKWARD);
   p->wsum_grad = weighted ? p->wsum : (double)p->v;
   if (weighted) {
@@ -915,6 +961,7 @@ static gs_status plan_buffers(plan *p, int workers, gs_error *err) {
 }
 
 static void plan_free(plan *p) {
+  free(p->ws);
   free(p->part);
   free(p->scratch);
   free((void *)p->wgrad);
@@ -956,6 +1003,10 @@ static gs_status run_cpu(const gs_ce_args *a, gs_ce_op op, int backward, gs_erro
   int workers = gs_parallel_workers(a->threads, p.nblocks, a->n * a->v);
   if ((st = plan_buffers(&p, workers, err)) == GS_OK) {
     gs_parallel_for(workers, p.nblocks, run_block, &p);
+    if (p.ws) { /* the last row of each worker */
+      for (int k = 0; k < workers; k++) grad_job_finish(&p, &p.ws[k].job);
+      if (p.stream) stream_fence();
+    }
     if (p.fwd && op == GS_OP_CE && !p.loss_rows) {
       double ce = 0, zl = 0;
       for (int64_t b = 0; b < p.nblocks; b++) {
