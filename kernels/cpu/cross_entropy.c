@@ -762,7 +762,8 @@ static void grad_job_step(const plan *p, grad_job *job) {
 }
 
 /* Whether the job's next chunk has the simplest form (see prev_chunk), and
- * if so its description in *pc. */
+ * if so its description in *pc. The logits must be plain (no scale or
+ * softcap) too: only then does fused_chunk write pc along. */
 static int grad_job_chunk_simple(const plan *p, grad_job *job, prev_chunk *pc) {
   if (job->j0 >= p->v || job->k.entropy || job->k.cap || p->wgrad || p->gdt != p->xdt || p->c > 0 || p->s != 1)
     return 0;
