@@ -416,36 +416,64 @@ ALWAYS_INLINE vf drop_target(vf zz, int64_t j, int64_t tl, float *zt) {
   return vload(tmp);
 }
 
-ALWAYS_INLINE float fused_chunk_dt(const char *row, int64_t j0, int64_t n, float mul_s, float cap, float ref,
-                                   float *e, double *sum, const prev_chunk *pc, int64_t tl, float *zt, gs_dtype dt,
-                                   int mode, int nt) {
-  const vf mul = vdup(mul_s), c = vdup(cap), vref = vdup(ref);
-  vf mx = vdup(-INFINITY), acc = vdup(0);
-  int64_t j = 0;
-  if (pc) /* two vectors at a time, so that 16-bit gradients are stored 16 at a time */
-    for (; j + 2 * VW <= n; j += 2 * VW) {
-      __builtin_prefetch(row + (j0 + j) * (dt == GS_F32 ? 4 : 2) + PREFETCH_BYTES);
-      vf z0 = drop_target(transform(vload_x(row, dt, j0 + j), mul, c, mode), j, tl, zt);
-      vf z1 = drop_target(transform(vload_x(row, dt, j0 + j + VW), mul, c, mode), j + VW, tl, zt);
-      fused_step(z0, vref, e ? e + j : NULL, &mx, &acc);
-      fused_step(z1, vref, e ? e + j + VW : NULL, &mx, &acc);
-      vstore_g2(pc->g, dt, pc->j0 + j, vfms(vload(pc->e + j), pc->k1, pc->k2),
-                vfms(vload(pc->e + j + VW), pc->k1, pc->k2), nt, 1);
-    }
-  for (; j + VW <= n; j += VW) {
+/* Whole pairs of vectors [from, to) of a chunk: the fused step on each, and
+ * with pc the same 16 columns of the previous row's gradient. drop: the
+ * target lies in these vectors (kept out of the hot loop, which it would
+ * slow down). keep_e: e is not NULL. */
+ALWAYS_INLINE void fused_pairs(const char *row, int64_t j0, int64_t from, int64_t to, vf mul, vf c, vf vref, float *e,
+                               const float *pe, char *pg, int64_t pj0, vf k1, vf k2, int64_t tl, float *zt, vf *mx,
+                               vf *acc, gs_dtype dt, int mode, int with_pc, int nt, int keep_e, int drop) {
+  for (int64_t j = from; j < to; j += 2 * VW) {
     /* the hardware prefetcher alone leaves this loop waiting on memory */
     __builtin_prefetch(row + (j0 + j) * (dt == GS_F32 ? 4 : 2) + PREFETCH_BYTES);
-    fused_step(drop_target(transform(vload_x(row, dt, j0 + j), mul, c, mode), j, tl, zt), vref, e ? e + j : NULL,
-               &mx, &acc);
-    if (pc) vstore_g(pc->g, dt, pc->j0 + j, vfms(vload(pc->e + j), pc->k1, pc->k2), nt, 1);
+    vf z0 = transform(vload_x(row, dt, j0 + j), mul, c, mode);
+    vf z1 = transform(vload_x(row, dt, j0 + j + VW), mul, c, mode);
+    if (drop) {
+      z0 = drop_target(z0, j, tl, zt);
+      z1 = drop_target(z1, j + VW, tl, zt);
+    }
+    fused_step(z0, vref, keep_e ? e + j : NULL, mx, acc);
+    fused_step(z1, vref, keep_e ? e + j + VW : NULL, mx, acc);
+    if (with_pc)
+      vstore_g2(pg, dt, pj0 + j, vfms(vload(pe + j), k1, k2), vfms(vload(pe + j + VW), k1, k2), nt, 1);
   }
-  if (j < n)
-    fused_step(drop_target(transform_tail(row, j0 + j, n - j, mul, c, dt, mode), j, tl, zt), vref, e ? e + j : NULL,
-               &mx, &acc);
-  if (pc && j < n) { /* the previous row's last partial vector */
-    _Alignas(32) float tail[VW];
-    vstore(tail, vfms(vload(pc->e + j), pc->k1, pc->k2));
-    for (int64_t q = 0; j + q < n; q++) g_put(pc->g, dt, pc->j0 + j + q, tail[q]);
+}
+
+ALWAYS_INLINE float fused_chunk_dt(const char *row, int64_t j0, int64_t n, float mul_s, float cap, float ref,
+                                   float *e, double *sum, const prev_chunk *pc, int64_t tl, float *zt, gs_dtype dt,
+                                   int mode, int with_pc, int nt, int keep_e) {
+  const vf mul = vdup(mul_s), c = vdup(cap), vref = vdup(ref);
+  /* pc's fields in locals: through the pointer, every store would reload them */
+  const float *pe = with_pc ? pc->e : NULL;
+  char *pg = with_pc ? pc->g : NULL;
+  const int64_t pj0 = with_pc ? pc->j0 : 0;
+  const vf k1 = with_pc ? pc->k1 : vdup(0), k2 = with_pc ? pc->k2 : vdup(0);
+  vf mx = vdup(-INFINITY), acc = vdup(0);
+  const int64_t n2 = n / (2 * VW) * (2 * VW);
+  const int64_t tp = tl >= 0 && tl < n2 ? tl / (2 * VW) * (2 * VW) : n2; /* the pair with the target */
+#define PAIRS(from, to, drop)                                                                                      \
+  fused_pairs(row, j0, from, to, mul, c, vref, e, pe, pg, pj0, k1, k2, tl, zt, &mx, &acc, dt, mode, with_pc, nt, \
+              keep_e, drop)
+  PAIRS(0, tp, 0);
+  if (tp < n2) {
+    PAIRS(tp, tp + 2 * VW, 1);
+    PAIRS(tp + 2 * VW, n2, 0);
+  }
+#undef PAIRS
+  int64_t j = n2;
+  for (; j + VW <= n; j += VW) {
+    fused_step(drop_target(transform(vload_x(row, dt, j0 + j), mul, c, mode), j, tl, zt), vref,
+               keep_e ? e + j : NULL, &mx, &acc);
+    if (with_pc) vstore_g(pg, dt, pj0 + j, vfms(vload(pe + j), k1, k2), nt, 1);
+  }
+  if (j < n) {
+    fused_step(drop_target(transform_tail(row, j0 + j, n - j, mul, c, dt, mode), j, tl, zt), vref,
+               keep_e ? e + j : NULL, &mx, &acc);
+    if (with_pc) { /* the previous row's last partial vector */
+      _Alignas(32) float tail[VW];
+      vstore(tail, vfms(vload(pe + j), k1, k2));
+      for (int64_t q = 0; j + q < n; q++) g_put(pg, dt, pj0 + j + q, tail[q]);
+    }
   }
   *sum = vsum(acc);
   return vhmax(mx);
@@ -453,11 +481,13 @@ ALWAYS_INLINE float fused_chunk_dt(const char *row, int64_t j0, int64_t n, float
 
 ALWAYS_INLINE float fused_chunk_as(const plan *p, const char *row, int64_t j0, int64_t n, float ref, float *e,
                                    double *sum, const prev_chunk *pc, int64_t tl, float *zt, gs_dtype dt) {
-  if (p->c > 0) return fused_chunk_dt(row, j0, n, p->s_over_c, p->c, ref, e, sum, NULL, tl, zt, dt, Z_CAPPED, 0);
-  if (p->s != 1) return fused_chunk_dt(row, j0, n, p->s, 0, ref, e, sum, NULL, tl, zt, dt, Z_SCALED, 0);
-  if (!pc) return fused_chunk_dt(row, j0, n, 1, 0, ref, e, sum, NULL, tl, zt, dt, Z_PLAIN, 0);
-  if (pc->nt) return fused_chunk_dt(row, j0, n, 1, 0, ref, e, sum, pc, tl, zt, dt, Z_PLAIN, 1);
-  return fused_chunk_dt(row, j0, n, 1, 0, ref, e, sum, pc, tl, zt, dt, Z_PLAIN, 0);
+#define FUSED(mul, cap, mode, with_pc, nt, keep_e) \
+  fused_chunk_dt(row, j0, n, mul, cap, ref, e, sum, pc, tl, zt, dt, mode, with_pc, nt, keep_e)
+  if (p->c > 0) return e ? FUSED(p->s_over_c, p->c, Z_CAPPED, 0, 0, 1) : FUSED(p->s_over_c, p->c, Z_CAPPED, 0, 0, 0);
+  if (p->s != 1) return e ? FUSED(p->s, 0, Z_SCALED, 0, 0, 1) : FUSED(p->s, 0, Z_SCALED, 0, 0, 0);
+  if (!pc) return e ? FUSED(1, 0, Z_PLAIN, 0, 0, 1) : FUSED(1, 0, Z_PLAIN, 0, 0, 0);
+  return pc->nt ? FUSED(1, 0, Z_PLAIN, 1, 1, 1) : FUSED(1, 0, Z_PLAIN, 1, 0, 1); /* a gradient: e is kept */
+#undef FUSED
 }
 
 /* pc (not NULL only for plain logits: no scale or softcap) is written along;
