@@ -12,9 +12,11 @@
  * and handled in f64, so that 1 - p_t keeps its digits as p_t -> 1.
  *
  * Pass 1 is bound by the exp and pass 2 by the gradient's stores, so a row's
- * pass 2 is deferred and done chunk by chunk inside the next row's pass 1:
- * the stores drain while the exps are computed. Each worker has two row
- * buffers, used by alternate rows.
+ * pass 2 is deferred into the next row's pass 1, a chunk per chunk: for
+ * plain cross entropy its stores are made vector by vector inside the fused
+ * loop, so that they drain while the exps are computed; otherwise the chunk
+ * is written just before. Each worker has two row buffers, used by
+ * alternate rows, and its pending row carries over from block to block.
  *
  * Rows are handed to threads in fixed blocks and each block keeps its own
  * partial sum; the sums are added in block order, so a reduction gives the
