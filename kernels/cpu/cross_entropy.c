@@ -268,6 +268,14 @@ static inline void g_put(void *row, gs_dtype dt, int64_t j, float g) {
   else ((uint16_t *)row)[j] = dt == GS_BF16 ? gs_f32_to_bf16(g) : gs_f32_to_f16(g);
 }
 
+/* The first n < VW lanes of x into a gradient row at element j: a row's
+ * last, partial vector. */
+static inline void vstore_g_part(void *row, gs_dtype dt, int64_t j, vf x, int64_t n) {
+  _Alignas(32) float lanes[VW];
+  vstore(lanes, x);
+  for (int64_t q = 0; q < n; q++) g_put(row, dt, j + q, lanes[q]);
+}
+
 static size_t dtype_size(gs_dtype dt) { return dt == GS_F32 ? 4 : 2; }
 
 /* Everything a row needs, resolved once per call. */
@@ -471,11 +479,7 @@ ALWAYS_INLINE float fused_chunk_dt(const char *row, int64_t j0, int64_t n, float
   if (j < n) {
     fused_step(drop_target(transform_tail(row, j0 + j, n - j, mul, c, dt, mode), j, tl, zt), vref,
                keep_e ? e + j : NULL, &mx, &acc);
-    if (with_pc) { /* the previous row's last partial vector */
-      _Alignas(32) float tail[VW];
-      vstore(tail, vfms(vload(pe + j), k1, k2));
-      for (int64_t q = 0; j + q < n; q++) g_put(pg, dt, pj0 + j + q, tail[q]);
-    }
+    if (with_pc) vstore_g_part(pg, dt, pj0 + j, vfms(vload(pe + j), k1, k2), n - j);
   }
   *sum = vsum(acc);
   return vhmax(mx);
@@ -697,11 +701,7 @@ ALWAYS_INLINE void grad_store_dt(const grad_consts *k, const float *e, const flo
     vstore_g2(grow, dt, j0 + j, grad_vec(k, e, z, y, w, j, simple), grad_vec(k, e, z, y, w, j + VW, simple), nt,
               nonan);
   for (; j + VW <= n; j += VW) vstore_g(grow, dt, j0 + j, grad_vec(k, e, z, y, w, j, simple), nt, nonan);
-  if (j < n) {
-    _Alignas(32) float tail[VW];
-    vstore(tail, grad_vec(k, e, z, y, w, j, simple));
-    for (int64_t q = 0; j + q < n; q++) g_put(grow, dt, j0 + j + q, tail[q]);
-  }
+  if (j < n) vstore_g_part(grow, dt, j0 + j, grad_vec(k, e, z, y, w, j, simple), n - j);
 }
 
 ALWAYS_INLINE void grad_store_as(const grad_consts *k, const float *e, const float *z, const float *y, const float *w,
