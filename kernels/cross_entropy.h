@@ -86,6 +86,10 @@ gs_status gs_entropy_backward_ref(const gs_ce_args *a, gs_error *err);
 gs_status gs_entropy_backward_cpu(const gs_ce_args *a, gs_error *err);
 gs_status gs_entropy_backward_cuda(const gs_ce_args *a, gs_error *err);
 
+/* _cpu works on a row in chunks of this many columns; specs size rows past
+ * it so that the paths between chunks are exercised. */
+int64_t gs_ce_cpu_chunk(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -35,7 +35,10 @@
 #include "../mutants.h"
 #include "parallel.h"
 
-#define CHUNK 1024                            /* f32 values converted at a time: 4 KiB, in L1 */
+/* Columns per chunk: each chunk of a row has its own reference max, and
+ * costs some scalar work (a reduction of the sums, an exp in f64 for pass 2)
+ * that 4096 columns make small; its f32 buffers (16 KiB) stay in L1/L2. */
+#define CHUNK 4096
 #define BLOCK_WORK ((int64_t)1 << 16)         /* elements per task (a block of whole rows) */
 #define STREAM_MIN_BYTES ((int64_t)16 << 20)  /* gradients this large bypass the cache */
 #define PREFETCH_BYTES 2048                   /* how far pass 1 reads ahead of itself */
@@ -67,20 +70,20 @@ static inline vf vmax_dropnan(vf acc, vf x) { return _mm256_max_ps(x, acc); }
 static inline vf vmax_keepnan(vf lo, vf x) { return _mm256_max_ps(lo, x); }
 static inline vf vkeep_ge(vf x, vf t) { return _mm256_and_ps(_mm256_cmp_ps(x, t, _CMP_GE_OQ), x); } /* else 0 */
 
-static inline float vsum(vf x) {
+ALWAYS_INLINE float vsum(vf x) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
 
-static inline float vhmax(vf x) {
+ALWAYS_INLINE float vhmax(vf x) {
   __m128 m = _mm_max_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
   m = _mm_max_ps(m, _mm_movehl_ps(m, m));
   return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
 }
 
 /* Lanes n.. of the last vector of a row lie past its end: they become fill. */
-static inline vf vtail(vf x, int n, float fill) {
+ALWAYS_INLINE vf vtail(vf x, int n, float fill) {
   __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   __m256 keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane));
   return _mm256_blendv_ps(vdup(fill), x, keep);
@@ -93,7 +96,7 @@ static inline vf vtail(vf x, int n, float fill) {
  * with q a cubic fit of relative error 1.1e-7 on that interval: within
  * 3 ulp in all, for 8 multiply-adds. */
 #define EXP_ROUND 12582912.0f /* 1.5 * 2^23 */
-static inline vf exp_poly(vf t, vf kf) {
+ALWAYS_INLINE vf exp_poly(vf t, vf kf) {
   vf r = vfnma(kf, vdup(0.693147182464599609375f), t);
   vf q = vfma(vdup(8.312526159e-3f), r, vdup(4.189011455e-2f));
   q = vfma(q, r, vdup(1.666711420e-1f));
@@ -107,7 +110,7 @@ static inline vf exp_poly(vf t, vf kf) {
 
 /* exp for softmax arguments (x <= 0, so 2^k never overflows). Results below
  * FLT_MIN (x < -87.3) may flush to 0; -inf gives 0; NaN stays NaN. */
-static inline vf vexp_neg(vf x) {
+ALWAYS_INLINE vf vexp_neg(vf x) {
   const vf round = vdup(EXP_ROUND + 127.0f);
   vf t = vmax_keepnan(vdup(EXP_LO), x);
   vf j = vfma(t, vdup(LOG2E), round);
@@ -116,7 +119,7 @@ static inline vf vexp_neg(vf x) {
 }
 
 /* exp over the whole f32 range (k up to 128, applied as two halves of 2^k). */
-static inline vf vexp_full(vf x) {
+ALWAYS_INLINE vf vexp_full(vf x) {
   const vf round = vdup(EXP_ROUND);
   vf t = vmax_keepnan(vdup(EXP_LO), _mm256_min_ps(vdup(EXP_HI), x));
   vf j = vfma(t, vdup(LOG2E), round);
@@ -136,7 +139,7 @@ static inline vf vexp_full(vf x) {
  * e = exp(-2|y|) <= 0.29: tanh = (1 - e)/(1 + e) and 1 - tanh^2 = 4e/(1 + e)^2,
  * which neither cancel (1 - t^2 from a rounded t near 1 would) nor overflow;
  * y = -inf gives -1 and 0. */
-static inline vf vtanh_d(vf y, vf *d) {
+ALWAYS_INLINE vf vtanh_d(vf y, vf *d) {
   const vf sign = vdup(-0.0f), one = vdup(1.0f);
   vf a = _mm256_andnot_ps(sign, y), y2 = vmul(y, y);
   vf p = vdup(-5.7049733587e-3f);
@@ -159,35 +162,55 @@ ALWAYS_INLINE vf vload_x(const void *row, gs_dtype dt, int64_t j) {
   return _mm256_cvtph_ps(h);
 }
 
+/* Pairs of vectors. With eo (even/odd; bf16 only), one 32-byte load gives
+ * the even elements of 16 (their bits shifted up) and the odd ones (masked
+ * in place), and a pair of gradients is packed back with one blend: the
+ * widening and narrowing that natural order needs would cost 4 more of the
+ * ~50 vector operations per 16 values. z and e then hold each whole group of
+ * 2 VW values of a chunk as [even | odd] (lane_pos). */
+ALWAYS_INLINE void vload_x2(const void *row, gs_dtype dt, int eo, int64_t j, vf *z0, vf *z1) {
+  if (eo) {
+    __m256i v = _mm256_loadu_si256((const __m256i *)((const uint16_t *)row + j));
+    *z0 = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+    *z1 = _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32((int)0xffff0000u)));
+    return;
+  }
+  *z0 = vload_x(row, dt, j);
+  *z1 = vload_x(row, dt, j + VW);
+}
+
 /* f32 -> bf16 round to nearest even (gs_f32_to_bf16): the bf16 bits end up
- * in the low half of each 32-bit lane. A NaN is kept quiet, which costs a
- * compare and a blend that values known not to be NaN can skip. */
-static inline __m256i bf16_round(vf x, int nonan) {
+ * in the high half of each 32-bit lane (bf16_round_hi) or the low half
+ * (bf16_round). A NaN is kept quiet, which costs a compare and a blend that
+ * values known not to be NaN can skip. */
+ALWAYS_INLINE __m256i bf16_round_hi(vf x, int nonan) {
   __m256i u = _mm256_castps_si256(x);
-  __m256i hi = _mm256_srli_epi32(u, 16);
-  __m256i bias = _mm256_add_epi32(_mm256_and_si256(hi, _mm256_set1_epi32(1)), _mm256_set1_epi32(0x7fff));
-  __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, bias), 16);
+  __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+  __m256i r = _mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff)));
   if (nonan) return r;
-  __m256i qnan = _mm256_or_si256(hi, _mm256_set1_epi32(0x40));
+  __m256i qnan = _mm256_or_si256(u, _mm256_set1_epi32(0x400000));
   return _mm256_blendv_epi8(r, qnan, _mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_UNORD_Q)));
 }
 
+ALWAYS_INLINE __m256i bf16_round(vf x, int nonan) { return _mm256_srli_epi32(bf16_round_hi(x, nonan), 16); }
+
 /* 8 or 16 values as 16-bit halves; packus works within 128-bit lanes, the
  * qword permute puts them back in order. */
-static inline __m128i half_pack8(vf x, gs_dtype dt, int nonan) {
+ALWAYS_INLINE __m128i half_pack8(vf x, gs_dtype dt, int nonan) {
   if (dt == GS_F16) return _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m256i r = bf16_round(x, nonan);
   return _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08));
 }
 
-static inline __m256i half_pack16(vf a, vf b, gs_dtype dt, int nonan) {
+ALWAYS_INLINE __m256i half_pack16(vf a, vf b, gs_dtype dt, int eo, int nonan) {
+  if (eo) return _mm256_blend_epi16(bf16_round(a, nonan), bf16_round_hi(b, nonan), 0xaa);
   if (dt == GS_F16) return _mm256_set_m128i(half_pack8(b, dt, 0), half_pack8(a, dt, 0));
   return _mm256_permute4x64_epi64(_mm256_packus_epi32(bf16_round(a, nonan), bf16_round(b, nonan)), 0xd8);
 }
 
 /* Gradient stores of 8 (vstore_g) or 16 (vstore_g2) values at element j of a
- * row; nt: streaming stores (the caller checked the alignment); nonan: the
- * values are known not to be NaN. */
+ * row; eo: a and b hold the even and odd elements; nt: streaming stores (the
+ * caller checked the alignment); nonan: the values are known not to be NaN. */
 ALWAYS_INLINE void vstore_g(void *row, gs_dtype dt, int64_t j, vf x, int nt, int nonan) {
   if (dt == GS_F32) {
     float *d = (float *)row + j;
@@ -200,15 +223,15 @@ ALWAYS_INLINE void vstore_g(void *row, gs_dtype dt, int64_t j, vf x, int nt, int
   else _mm_storeu_si128(d, half_pack8(x, dt, nonan));
 }
 
-ALWAYS_INLINE void vstore_g2(void *row, gs_dtype dt, int64_t j, vf a, vf b, int nt, int nonan) {
+ALWAYS_INLINE void vstore_g2(void *row, gs_dtype dt, int eo, int64_t j, vf a, vf b, int nt, int nonan) {
   if (dt == GS_F32) {
     vstore_g(row, dt, j, a, nt, nonan);
     vstore_g(row, dt, j + VW, b, nt, nonan);
     return;
   }
   __m256i *d = (__m256i *)((uint16_t *)row + j);
-  if (nt) _mm256_stream_si256(d, half_pack16(a, b, dt, nonan));
-  else _mm256_storeu_si256(d, half_pack16(a, b, dt, nonan));
+  if (nt) _mm256_stream_si256(d, half_pack16(a, b, dt, eo, nonan));
+  else _mm256_storeu_si256(d, half_pack16(a, b, dt, eo, nonan));
 }
 
 static inline void stream_fence(void) { _mm_sfence(); }
@@ -230,12 +253,12 @@ static inline vf vfnma(vf a, vf b, vf c) { return fmaf(-a, b, c); }
 static inline vf vmax_dropnan(vf acc, vf x) { return x > acc ? x : acc; }
 static inline vf vmax_keepnan(vf lo, vf x) { return x < lo ? lo : x; }
 static inline vf vkeep_ge(vf x, vf t) { return x >= t ? x : 0.0f; }
-static inline float vsum(vf x) { return x; }
-static inline float vhmax(vf x) { return x; }
-static inline vf vtail(vf x, int n, float fill) { (void)n; (void)fill; return x; }
-static inline vf vexp_neg(vf x) { return expf(x); }
-static inline vf vexp_full(vf x) { return expf(x); }
-static inline vf vtanh_d(vf y, vf *d) {
+ALWAYS_INLINE float vsum(vf x) { return x; }
+ALWAYS_INLINE float vhmax(vf x) { return x; }
+ALWAYS_INLINE vf vtail(vf x, int n, float fill) { (void)n; (void)fill; return x; }
+ALWAYS_INLINE vf vexp_neg(vf x) { return expf(x); }
+ALWAYS_INLINE vf vexp_full(vf x) { return expf(x); }
+ALWAYS_INLINE vf vtanh_d(vf y, vf *d) {
   float ch = coshf(y);
   *d = 1 / (ch * ch);
   return tanhf(y);
@@ -243,12 +266,19 @@ static inline vf vtanh_d(vf y, vf *d) {
 static inline float x_at(const void *row, gs_dtype dt, int64_t j);
 static inline void g_put(void *row, gs_dtype dt, int64_t j, float g);
 ALWAYS_INLINE vf vload_x(const void *row, gs_dtype dt, int64_t j) { return x_at(row, dt, j); }
+/* one value per vector: a pair's even/odd order is its natural order */
+ALWAYS_INLINE void vload_x2(const void *row, gs_dtype dt, int eo, int64_t j, vf *z0, vf *z1) {
+  (void)eo;
+  *z0 = x_at(row, dt, j);
+  *z1 = x_at(row, dt, j + 1);
+}
 ALWAYS_INLINE void vstore_g(void *row, gs_dtype dt, int64_t j, vf x, int nt, int nonan) {
   (void)nt;
   (void)nonan;
   g_put(row, dt, j, x);
 }
-ALWAYS_INLINE void vstore_g2(void *row, gs_dtype dt, int64_t j, vf a, vf b, int nt, int nonan) {
+ALWAYS_INLINE void vstore_g2(void *row, gs_dtype dt, int eo, int64_t j, vf a, vf b, int nt, int nonan) {
+  (void)eo;
   (void)nt;
   (void)nonan;
   g_put(row, dt, j, a);
@@ -289,6 +319,7 @@ typedef struct {
   gs_dtype gdt;
   int64_t gstride;       /* bytes */
   int stream;            /* gradient written with non-temporal stores */
+  int eo;                /* bf16 pairs in even/odd order (vload_x2): logits bf16, gradient none or bf16, no weights */
   const void *tgt;
   gs_dtype tdt;
   int64_t ignore;
@@ -353,10 +384,19 @@ ALWAYS_INLINE vf transform_tail(const char *row, int64_t j, int64_t left, vf mul
  * sums through exp instead). mul and c are locals: through p, every store to
  * z would force them to be reloaded. */
 ALWAYS_INLINE float load_chunk_dt(const char *row, int64_t j0, int64_t n, float *z, float mul_s, float cap,
-                                  gs_dtype dt, int mode) {
+                                  gs_dtype dt, int eo, int mode) {
   const vf mul = vdup(mul_s), c = vdup(cap);
   vf mx = vdup(-INFINITY);
   int64_t j = 0;
+  for (; j + 2 * VW <= n; j += 2 * VW) {
+    vf z0, z1;
+    vload_x2(row, dt, eo, j0 + j, &z0, &z1);
+    z0 = transform(z0, mul, c, mode);
+    z1 = transform(z1, mul, c, mode);
+    vstore(z + j, z0);
+    vstore(z + j + VW, z1);
+    mx = vmax_dropnan(vmax_dropnan(mx, z0), z1);
+  }
   for (; j + VW <= n; j += VW) {
     vf zz = transform(vload_x(row, dt, j0 + j), mul, c, mode);
     vstore(z + j, zz);
@@ -371,12 +411,12 @@ ALWAYS_INLINE float load_chunk_dt(const char *row, int64_t j0, int64_t n, float 
 }
 
 ALWAYS_INLINE float load_chunk_as(const plan *p, const char *row, int64_t j0, int64_t n, float *z, gs_dtype dt,
-                                  int mode) {
+                                  int eo, int mode) {
   switch (mode) {
-  case Z_PLAIN: return load_chunk_dt(row, j0, n, z, 1, 0, dt, Z_PLAIN);
-  case Z_SCALED: return load_chunk_dt(row, j0, n, z, p->s, 0, dt, Z_SCALED);
-  case Z_CAPPED: return load_chunk_dt(row, j0, n, z, p->s_over_c, p->c, dt, Z_CAPPED);
-  default: return load_chunk_dt(row, j0, n, z, p->s_over_c, 0, dt, Y_PRE_CAP);
+  case Z_PLAIN: return load_chunk_dt(row, j0, n, z, 1, 0, dt, eo, Z_PLAIN);
+  case Z_SCALED: return load_chunk_dt(row, j0, n, z, p->s, 0, dt, eo, Z_SCALED);
+  case Z_CAPPED: return load_chunk_dt(row, j0, n, z, p->s_over_c, p->c, dt, eo, Z_CAPPED);
+  default: return load_chunk_dt(row, j0, n, z, p->s_over_c, 0, dt, eo, Y_PRE_CAP);
   }
 }
 
@@ -384,9 +424,10 @@ ALWAYS_INLINE float load_chunk_as(const plan *p, const char *row, int64_t j0, in
 static float load_chunk(const plan *p, const char *row, int64_t j0, int64_t n, float *z, int pre_cap) {
   const int mode = p->c > 0 ? (pre_cap ? Y_PRE_CAP : Z_CAPPED) : p->s == 1 ? Z_PLAIN : Z_SCALED;
   switch (p->xdt) {
-  case GS_BF16: return load_chunk_as(p, row, j0, n, z, GS_BF16, mode);
-  case GS_F16: return load_chunk_as(p, row, j0, n, z, GS_F16, mode);
-  default: return load_chunk_as(p, row, j0, n, z, GS_F32, mode);
+  case GS_BF16:
+    return p->eo ? load_chunk_as(p, row, j0, n, z, GS_BF16, 1, mode) : load_chunk_as(p, row, j0, n, z, GS_BF16, 0, mode);
+  case GS_F16: return load_chunk_as(p, row, j0, n, z, GS_F16, 0, mode);
+  default: return load_chunk_as(p, row, j0, n, z, GS_F32, 0, mode);
   }
 }
 
@@ -415,6 +456,13 @@ typedef struct {
   int nt;
 } prev_chunk;
 
+/* Where element o of a chunk of n values sits in z and e. */
+static inline int64_t lane_pos(int64_t o, int64_t n, int eo) {
+  const int64_t g = o / (2 * VW) * (2 * VW);
+  if (!eo || g + 2 * VW > n) return o;
+  return g + (o - g) % 2 * VW + (o - g) / 2;
+}
+
 /* The vector of z at offset j of a chunk; the target's lane (offset tl,
  * -1: not in this chunk) is taken out into *zt and replaced by -inf. */
 ALWAYS_INLINE vf drop_target(vf zz, int64_t j, int64_t tl, float *zt) {
@@ -426,44 +474,58 @@ ALWAYS_INLINE vf drop_target(vf zz, int64_t j, int64_t tl, float *zt) {
   return vload(tmp);
 }
 
+/* The same for the pair of vectors at offset j, in the pair's order. */
+ALWAYS_INLINE void drop_target2(vf *z0, vf *z1, int64_t j, int64_t tl, float *zt, int eo) {
+  if ((uint64_t)(tl - j) >= 2 * VW) return;
+  _Alignas(32) float tmp[2 * VW];
+  vstore(tmp, *z0);
+  vstore(tmp + VW, *z1);
+  const int64_t k = lane_pos(tl - j, 2 * VW, eo);
+  *zt = tmp[k];
+  tmp[k] = -INFINITY;
+  *z0 = vload(tmp);
+  *z1 = vload(tmp + VW);
+}
+
 /* Whole pairs of vectors [from, to) of a chunk: the fused step on each, and
  * with pc the same 16 columns of the previous row's gradient. drop: the
  * target lies in these vectors (kept out of the hot loop, which it would
- * slow down). keep_e: e is not NULL. */
+ * slow down). keep_e: e is not NULL. A sum per vector of the pair: shorter
+ * chains of adds, each over fewer terms. */
 ALWAYS_INLINE void fused_pairs(const char *row, int64_t j0, int64_t from, int64_t to, vf mul, vf c, vf vref, float *e,
                                const float *pe, char *pg, int64_t pj0, vf k1, vf k2, int64_t tl, float *zt, vf *mx,
-                               vf *acc, gs_dtype dt, int mode, int with_pc, int nt, int keep_e, int drop) {
+                               vf *acc0, vf *acc1, gs_dtype dt, int eo, int mode, int with_pc, int nt, int keep_e,
+                               int drop) {
   for (int64_t j = from; j < to; j += 2 * VW) {
     /* the hardware prefetcher alone leaves this loop waiting on memory */
     __builtin_prefetch(row + (j0 + j) * (dt == GS_F32 ? 4 : 2) + PREFETCH_BYTES);
-    vf z0 = transform(vload_x(row, dt, j0 + j), mul, c, mode);
-    vf z1 = transform(vload_x(row, dt, j0 + j + VW), mul, c, mode);
-    if (drop) {
-      z0 = drop_target(z0, j, tl, zt);
-      z1 = drop_target(z1, j + VW, tl, zt);
-    }
-    fused_step(z0, vref, keep_e ? e + j : NULL, mx, acc);
-    fused_step(z1, vref, keep_e ? e + j + VW : NULL, mx, acc);
+    vf z0, z1;
+    vload_x2(row, dt, eo, j0 + j, &z0, &z1);
+    z0 = transform(z0, mul, c, mode);
+    z1 = transform(z1, mul, c, mode);
+    if (drop) drop_target2(&z0, &z1, j, tl, zt, eo);
+    fused_step(z0, vref, keep_e ? e + j : NULL, mx, acc0);
+    fused_step(z1, vref, keep_e ? e + j + VW : NULL, mx, acc1);
     if (with_pc)
-      vstore_g2(pg, dt, pj0 + j, vfms(vload(pe + j), k1, k2), vfms(vload(pe + j + VW), k1, k2), nt, 1);
+      vstore_g2(pg, dt, eo, pj0 + j, vfms(vload(pe + j), k1, k2), vfms(vload(pe + j + VW), k1, k2), nt, 1);
   }
 }
 
 ALWAYS_INLINE float fused_chunk_dt(const char *row, int64_t j0, int64_t n, float mul_s, float cap, float ref,
                                    float *e, double *sum, const prev_chunk *pc, int64_t tl, float *zt, gs_dtype dt,
-                                   int mode, int with_pc, int nt, int keep_e) {
+                                   int eo, int mode, int with_pc, int nt, int keep_e) {
   const vf mul = vdup(mul_s), c = vdup(cap), vref = vdup(ref);
   /* pc's fields in locals: through the pointer, every store would reload them */
   const float *pe = with_pc ? pc->e : NULL;
   char *pg = with_pc ? pc->g : NULL;
   const int64_t pj0 = with_pc ? pc->j0 : 0;
   const vf k1 = with_pc ? pc->k1 : vdup(0), k2 = with_pc ? pc->k2 : vdup(0);
-  vf mx = vdup(-INFINITY), acc = vdup(0);
+  vf mx = vdup(-INFINITY), acc = vdup(0), acc1 = vdup(0);
   const int64_t n2 = n / (2 * VW) * (2 * VW);
   const int64_t tp = tl >= 0 && tl < n2 ? tl / (2 * VW) * (2 * VW) : n2; /* the pair with the target */
 #define PAIRS(from, to, drop)                                                                                      \
-  fused_pairs(row, j0, from, to, mul, c, vref, e, pe, pg, pj0, k1, k2, tl, zt, &mx, &acc, dt, mode, with_pc, nt, \
-              keep_e, drop)
+  fused_pairs(row, j0, from, to, mul, c, vref, e, pe, pg, pj0, k1, k2, tl, zt, &mx, &acc, &acc1, dt, eo, mode, \
+              with_pc, nt, keep_e, drop)
   PAIRS(0, tp, 0);
   if (tp < n2) {
     PAIRS(tp, tp + 2 * VW, 1);
@@ -481,14 +543,14 @@ ALWAYS_INLINE float fused_chunk_dt(const char *row, int64_t j0, int64_t n, float
                keep_e ? e + j : NULL, &mx, &acc);
     if (with_pc) vstore_g_part(pg, dt, pj0 + j, vfms(vload(pe + j), k1, k2), n - j);
   }
-  *sum = vsum(acc);
+  *sum = vsum(vadd(acc, acc1));
   return vhmax(mx);
 }
 
 ALWAYS_INLINE float fused_chunk_as(const plan *p, const char *row, int64_t j0, int64_t n, float ref, float *e,
-                                   double *sum, const prev_chunk *pc, int64_t tl, float *zt, gs_dtype dt) {
+                                   double *sum, const prev_chunk *pc, int64_t tl, float *zt, gs_dtype dt, int eo) {
 #define FUSED(mul, cap, mode, with_pc, nt, keep_e) \
-  fused_chunk_dt(row, j0, n, mul, cap, ref, e, sum, pc, tl, zt, dt, mode, with_pc, nt, keep_e)
+  fused_chunk_dt(row, j0, n, mul, cap, ref, e, sum, pc, tl, zt, dt, eo, mode, with_pc, nt, keep_e)
   if (p->c > 0) return e ? FUSED(p->s_over_c, p->c, Z_CAPPED, 0, 0, 1) : FUSED(p->s_over_c, p->c, Z_CAPPED, 0, 0, 0);
   if (p->s != 1) return e ? FUSED(p->s, 0, Z_SCALED, 0, 0, 1) : FUSED(p->s, 0, Z_SCALED, 0, 0, 0);
   if (!pc) return e ? FUSED(1, 0, Z_PLAIN, 0, 0, 1) : FUSED(1, 0, Z_PLAIN, 0, 0, 0);
@@ -501,9 +563,11 @@ ALWAYS_INLINE float fused_chunk_as(const plan *p, const char *row, int64_t j0, i
 static float fused_chunk(const plan *p, const char *row, int64_t j0, int64_t n, float ref, float *e, double *sum,
                          const prev_chunk *pc, int64_t tl, float *zt) {
   switch (p->xdt) {
-  case GS_BF16: return fused_chunk_as(p, row, j0, n, ref, e, sum, pc, tl, zt, GS_BF16);
-  case GS_F16: return fused_chunk_as(p, row, j0, n, ref, e, sum, pc, tl, zt, GS_F16);
-  default: return fused_chunk_as(p, row, j0, n, ref, e, sum, pc, tl, zt, GS_F32);
+  case GS_BF16:
+    return p->eo ? fused_chunk_as(p, row, j0, n, ref, e, sum, pc, tl, zt, GS_BF16, 1)
+                 : fused_chunk_as(p, row, j0, n, ref, e, sum, pc, tl, zt, GS_BF16, 0);
+  case GS_F16: return fused_chunk_as(p, row, j0, n, ref, e, sum, pc, tl, zt, GS_F16, 0);
+  default: return fused_chunk_as(p, row, j0, n, ref, e, sum, pc, tl, zt, GS_F32, 0);
   }
 }
 
@@ -638,8 +702,9 @@ static void scan_row(const plan *p, const char *row, int64_t t, float *e, float 
     }
     if (p->eps > 0) lin += chunk_linsum(z, p->w ? p->w + j0 : NULL, n, r);
     if (t >= j0 && t < j0 + n) {
-      zt = z[t - j0];
-      z[t - j0] = -INFINITY;
+      const int64_t k = lane_pos(t - j0, n, p->eo);
+      zt = z[k];
+      z[k] = -INFINITY;
     }
     if (m == -INFINITY) {
       /* nothing finite so far: exp(z - m) would be exp(-inf + inf); a NaN
@@ -694,22 +759,22 @@ ALWAYS_INLINE vf grad_vec(const grad_consts *k, const float *e, const float *z, 
 enum { GRAD_GENERAL, GRAD_SIMPLE, GRAD_SIMPLE_FINITE };
 
 ALWAYS_INLINE void grad_store_dt(const grad_consts *k, const float *e, const float *z, const float *y, const float *w,
-                                 int64_t n, char *grow, int64_t j0, int nt, gs_dtype dt, int variant) {
+                                 int64_t n, char *grow, int64_t j0, int nt, gs_dtype dt, int eo, int variant) {
   const int simple = variant != GRAD_GENERAL, nonan = variant == GRAD_SIMPLE_FINITE;
   int64_t j = 0;
   for (; j + 2 * VW <= n; j += 2 * VW)
-    vstore_g2(grow, dt, j0 + j, grad_vec(k, e, z, y, w, j, simple), grad_vec(k, e, z, y, w, j + VW, simple), nt,
+    vstore_g2(grow, dt, eo, j0 + j, grad_vec(k, e, z, y, w, j, simple), grad_vec(k, e, z, y, w, j + VW, simple), nt,
               nonan);
   for (; j + VW <= n; j += VW) vstore_g(grow, dt, j0 + j, grad_vec(k, e, z, y, w, j, simple), nt, nonan);
   if (j < n) vstore_g_part(grow, dt, j0 + j, grad_vec(k, e, z, y, w, j, simple), n - j);
 }
 
 ALWAYS_INLINE void grad_store_as(const grad_consts *k, const float *e, const float *z, const float *y, const float *w,
-                                 int64_t n, char *grow, int64_t j0, int nt, gs_dtype dt, int variant) {
+                                 int64_t n, char *grow, int64_t j0, int nt, gs_dtype dt, int eo, int variant) {
   switch (variant) {
-  case GRAD_SIMPLE_FINITE: grad_store_dt(k, e, z, y, w, n, grow, j0, nt, dt, GRAD_SIMPLE_FINITE); break;
-  case GRAD_SIMPLE: grad_store_dt(k, e, z, y, w, n, grow, j0, nt, dt, GRAD_SIMPLE); break;
-  default: grad_store_dt(k, e, z, y, w, n, grow, j0, nt, dt, GRAD_GENERAL); break;
+  case GRAD_SIMPLE_FINITE: grad_store_dt(k, e, z, y, w, n, grow, j0, nt, dt, eo, GRAD_SIMPLE_FINITE); break;
+  case GRAD_SIMPLE: grad_store_dt(k, e, z, y, w, n, grow, j0, nt, dt, eo, GRAD_SIMPLE); break;
+  default: grad_store_dt(k, e, z, y, w, n, grow, j0, nt, dt, eo, GRAD_GENERAL); break;
   }
 }
 
@@ -718,9 +783,12 @@ static void grad_store(const plan *p, const grad_consts *k, const float *e, cons
   int variant = GRAD_GENERAL;
   if (!k->entropy && !k->cap && !w) variant = finite ? GRAD_SIMPLE_FINITE : GRAD_SIMPLE;
   switch (p->gdt) {
-  case GS_BF16: grad_store_as(k, e, z, y, w, n, grow, j0, nt, GS_BF16, variant); break;
-  case GS_F16: grad_store_as(k, e, z, y, w, n, grow, j0, nt, GS_F16, variant); break;
-  default: grad_store_as(k, e, z, y, w, n, grow, j0, nt, GS_F32, variant); break;
+  case GS_BF16:
+    if (p->eo) grad_store_as(k, e, z, y, w, n, grow, j0, nt, GS_BF16, 1, variant);
+    else grad_store_as(k, e, z, y, w, n, grow, j0, nt, GS_BF16, 0, variant);
+    break;
+  case GS_F16: grad_store_as(k, e, z, y, w, n, grow, j0, nt, GS_F16, 0, variant); break;
+  default: grad_store_as(k, e, z, y, w, n, grow, j0, nt, GS_F32, 0, variant); break;
   }
 }
 
@@ -1031,6 +1099,9 @@ static gs_status run_cpu(const gs_ce_args *a, gs_ce_op op, int backward, gs_erro
     p.gstride = a->grad_stride * (int64_t)dtype_size(a->grad_dtype);
     p.stream = a->grad != a->logits && a->n * p.gstride >= STREAM_MIN_BYTES;
   }
+  /* natural order only where it matters: weights are read in it, and f32 or
+   * f16 gradients are written from it */
+  p.eo = p.xdt == GS_BF16 && (!p.g || p.gdt == GS_BF16) && !p.w;
   p.block_rows = BLOCK_WORK / a->v > 1 ? BLOCK_WORK / a->v : 1;
   p.nblocks = (a->n + p.block_rows - 1) / p.block_rows;
   int workers = gs_parallel_workers(a->threads, p.nblocks, a->n * a->v);
@@ -1059,3 +1130,5 @@ gs_status gs_log_probs_forward_cpu(const gs_ce_args *a, gs_error *err) { return 
 gs_status gs_log_probs_backward_cpu(const gs_ce_args *a, gs_error *err) { return run_cpu(a, GS_OP_LOG_PROBS, 1, err); }
 gs_status gs_entropy_forward_cpu(const gs_ce_args *a, gs_error *err) { return run_cpu(a, GS_OP_ENTROPY, 0, err); }
 gs_status gs_entropy_backward_cpu(const gs_ce_args *a, gs_error *err) { return run_cpu(a, GS_OP_ENTROPY, 1, err); }
+
+int64_t gs_ce_cpu_chunk(void) { return CHUNK; }

@@ -36,6 +36,7 @@ gs.assert.backends_agree = require("gradspec.agree").backends_agree
 
 gs.version = gffi.ffi.string(gffi.C.gs_version())
 gs.now = function() return gffi.C.gs_now() end
+gs.cpu_chunk = tonumber(gffi.C.gs_ce_cpu_chunk()) -- columns per chunk of the CPU kernel
 gs.cuda_available = function() return ops.cuda_unavailable_reason() == nil end
 
 return gs

@@ -30,10 +30,10 @@ M.shapes = {
   { n = 16, v = 1000 },
   { n = 0, v = 10 },
   { n = 6, v = 37, stride = 50 }, -- non-contiguous rows
-  -- wider than a chunk of the fast kernel (1024): its fused loop, and each
+  -- wider than two chunks of the fast CPU kernel: its fused loop, and each
   -- row's gradient written during the next row's pass, in several chunks
-  { n = 6, v = 2500 },
-  { n = 5, v = 3001, stride = 3008 },
+  { n = 4, v = 2 * gs.cpu_chunk + 452 },
+  { n = 3, v = 2 * gs.cpu_chunk + 9, stride = 2 * gs.cpu_chunk + 16 },
 }
 
 -- Builds inputs for one shape; targets include the ignore_index (-100) and,
