@@ -437,10 +437,10 @@ static float load_chunk(const plan *p, const char *row, int64_t j0, int64_t n, f
  * keeps e and its f32 sum finite; beyond that the caller redoes the chunk.
  * Returns the chunk max; *sum gets sum_j e_j. */
 #define FUSED_HEADROOM 64.0f
-ALWAYS_INLINE void fused_step(vf zz, vf ref, float *e, vf *mx, vf *acc) {
+ALWAYS_INLINE void fused_step(vf zz, vf ref, float *e, int keep_e, vf *mx, vf *acc) {
   *mx = vmax_dropnan(*mx, zz);
   vf ej = vexp_neg(vsub(zz, ref));
-  if (e) vstore(e, ej);
+  if (keep_e) vstore(e, ej);
   *acc = vadd(*acc, ej);
 }
 
@@ -453,8 +453,16 @@ typedef struct {
   char *g;        /* the gradient row */
   int64_t j0;
   vf k1, k2;
+  int no_k2;      /* k2 = 0 (no label smoothing): one register fewer in the loop */
   int nt;
 } prev_chunk;
+
+/* with_pc: 0 no pass 2 along, 1 g = k1 e - k2, 2 g = k1 e */
+enum { PC_NONE, PC_K1_K2, PC_K1 };
+
+ALWAYS_INLINE vf pc_grad(const float *e, vf k1, vf k2, int with_pc) {
+  return with_pc == PC_K1 ? vmul(vload(e), k1) : vfms(vload(e), k1, k2);
+}
 
 /* Where element o of a chunk of n values sits in z and e. */
 static inline int64_t lane_pos(int64_t o, int64_t n, int eo) {
@@ -504,10 +512,10 @@ ALWAYS_INLINE void fused_pairs(const char *row, int64_t j0, int64_t from, int64_
     z0 = transform(z0, mul, c, mode);
     z1 = transform(z1, mul, c, mode);
     if (drop) drop_target2(&z0, &z1, j, tl, zt, eo);
-    fused_step(z0, vref, keep_e ? e + j : NULL, mx, acc0);
-    fused_step(z1, vref, keep_e ? e + j + VW : NULL, mx, acc1);
+    fused_step(z0, vref, keep_e ? e + j : NULL, keep_e, mx, acc0);
+    fused_step(z1, vref, keep_e ? e + j + VW : NULL, keep_e, mx, acc1);
     if (with_pc)
-      vstore_g2(pg, dt, eo, pj0 + j, vfms(vload(pe + j), k1, k2), vfms(vload(pe + j + VW), k1, k2), nt, 1);
+      vstore_g2(pg, dt, eo, pj0 + j, pc_grad(pe + j, k1, k2, with_pc), pc_grad(pe + j + VW, k1, k2, with_pc), nt, 1);
   }
 }
 
@@ -534,14 +542,14 @@ ALWAYS_INLINE float fused_chunk_dt(const char *row, int64_t j0, int64_t n, float
 #undef PAIRS
   int64_t j = n2;
   for (; j + VW <= n; j += VW) {
-    fused_step(drop_target(transform(vload_x(row, dt, j0 + j), mul, c, mode), j, tl, zt), vref,
-               keep_e ? e + j : NULL, &mx, &acc);
-    if (with_pc) vstore_g(pg, dt, pj0 + j, vfms(vload(pe + j), k1, k2), nt, 1);
+    vf zz = drop_target(transform(vload_x(row, dt, j0 + j), mul, c, mode), j, tl, zt);
+    fused_step(zz, vref, keep_e ? e + j : NULL, keep_e, &mx, &acc);
+    if (with_pc) vstore_g(pg, dt, pj0 + j, pc_grad(pe + j, k1, k2, with_pc), nt, 1);
   }
   if (j < n) {
-    fused_step(drop_target(transform_tail(row, j0 + j, n - j, mul, c, dt, mode), j, tl, zt), vref,
-               keep_e ? e + j : NULL, &mx, &acc);
-    if (with_pc) vstore_g_part(pg, dt, pj0 + j, vfms(vload(pe + j), k1, k2), n - j);
+    vf zz = drop_target(transform_tail(row, j0 + j, n - j, mul, c, dt, mode), j, tl, zt);
+    fused_step(zz, vref, keep_e ? e + j : NULL, keep_e, &mx, &acc);
+    if (with_pc) vstore_g_part(pg, dt, pj0 + j, pc_grad(pe + j, k1, k2, with_pc), n - j);
   }
   *sum = vsum(vadd(acc, acc1));
   return vhmax(mx);
@@ -554,7 +562,9 @@ ALWAYS_INLINE float fused_chunk_as(const plan *p, const char *row, int64_t j0, i
   if (p->c > 0) return e ? FUSED(p->s_over_c, p->c, Z_CAPPED, 0, 0, 1) : FUSED(p->s_over_c, p->c, Z_CAPPED, 0, 0, 0);
   if (p->s != 1) return e ? FUSED(p->s, 0, Z_SCALED, 0, 0, 1) : FUSED(p->s, 0, Z_SCALED, 0, 0, 0);
   if (!pc) return e ? FUSED(1, 0, Z_PLAIN, 0, 0, 1) : FUSED(1, 0, Z_PLAIN, 0, 0, 0);
-  return pc->nt ? FUSED(1, 0, Z_PLAIN, 1, 1, 1) : FUSED(1, 0, Z_PLAIN, 1, 0, 1); /* a gradient: e is kept */
+  /* a gradient: e is kept */
+  if (pc->no_k2) return pc->nt ? FUSED(1, 0, Z_PLAIN, PC_K1, 1, 1) : FUSED(1, 0, Z_PLAIN, PC_K1, 0, 1);
+  return pc->nt ? FUSED(1, 0, Z_PLAIN, PC_K1_K2, 1, 1) : FUSED(1, 0, Z_PLAIN, PC_K1_K2, 0, 1);
 #undef FUSED
 }
 
@@ -870,7 +880,7 @@ static int grad_job_chunk_simple(const plan *p, grad_job *job, prev_chunk *pc) {
   float k1 = grad_job_k1(p, job);
   if (!isfinite(k1) || !isfinite(job->k2)) return 0;
   *pc = (prev_chunk){.e = job->r.e + job->j0, .g = job->r.g, .j0 = job->j0, .k1 = vdup(k1), .k2 = vdup(job->k2),
-                     .nt = job->r.nt};
+                     .no_k2 = job->k2 == 0, .nt = job->r.nt};
   return 1;
 }
 
