@@ -1,7 +1,7 @@
 /* The fast CPU backend of the cross-entropy family (contract: ../cross_entropy.h).
  *
- * Each row is read from memory once, in L1-sized chunks. Pass 1 keeps an
- * online max m and sum of exp(z - m): most chunks take one loop straight
+ * Each row is read from memory once, in chunks of CHUNK columns. Pass 1
+ * keeps an online max m and sum of exp(z - m): most chunks take one loop straight
  * from the logits (convert, scale or softcap, max, exp against the running
  * max, sum); a chunk that raises the max rescales the sums so far. The terms
  * e_j are kept, with the max m_c they were taken against, in a per-worker
@@ -17,6 +17,10 @@
  * loop, so that they drain while the exps are computed; otherwise the chunk
  * is written just before. Each worker has two row buffers, used by
  * alternate rows, and its pending row carries over from block to block.
+ *
+ * bf16 logits are widened 16 at a time into a vector of the even columns
+ * and one of the odd ones (vload_x2), and e keeps that order: a bf16
+ * gradient is packed back into natural order with one blend.
  *
  * Rows are handed to threads in fixed blocks and each block keeps its own
  * partial sum; the sums are added in block order, so a reduction gives the
