@@ -112,6 +112,30 @@ describe("cross_entropy: fast kernel against the reference", function()
     assert.close(x, expected)
   end)
 
+  -- fast - exact in units of the bf16 spacing at the exact value: at most
+  -- half a unit (rounded to nearest) plus the f32 error before rounding, and
+  -- on average no bias (truncation would sit half a unit to one side).
+  it("bf16 gradients are rounded to nearest, without bias", function()
+    for _, opts in ipairs({ {}, { label_smoothing = 0.1 }, { inplace = true } }) do
+      local x, t = make_inputs({ n = 4, v = 2 * gs.cpu_chunk + 300 }, "bf16", {}, 21)
+      local smooth = opts.label_smoothing
+      local exact = gs.cross_entropy_backward(x, t, 1, { backend = "ref", grad_dtype = "f64", label_smoothing = smooth })
+      local ref_loss = gs.cross_entropy(x, t, { backend = "ref", label_smoothing = smooth })
+      local loss, aux = gs.cross_entropy(x, t, { grad = true, inplace = opts.inplace, label_smoothing = smooth })
+      assert.close(loss, ref_loss, { rtol = 1e-5 })
+      -- the bf16 spacing at each exact value (its smallest, 2^-133, at 0
+      -- and among subnormals), and the value's sign
+      local spacing = exact:map(function(e)
+        local _, ex = math.frexp(e) -- |e| in [2^(ex-1), 2^ex)
+        return e == 0 and 2 ^ -133 or math.max(2 ^ (ex - 8), 2 ^ -133)
+      end)
+      local sign = exact:map(function(e) return e > 0 and 1 or e < 0 and -1 or 0 end)
+      local units = aux.grad:to("f64"):sub(exact):div(spacing)
+      assert.in_range(units, -0.51, 0.51, "fast bf16 gradient - exact, in bf16 spacings")
+      assert.in_range(units:mul(sign):mean(), -0.02, 0.02, "mean signed error, in bf16 spacings")
+    end
+  end)
+
   it("bf16 and f16 gradients can be asked for in f32", function()
     local x, t = make_inputs({ n = 4, v = 50 }, "bf16", {}, 12)
     local g = gs.cross_entropy_backward(x, t, 1, { grad_dtype = "f32" })
