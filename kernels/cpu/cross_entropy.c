@@ -169,9 +169,9 @@ ALWAYS_INLINE vf vload_x(const void *row, gs_dtype dt, int64_t j) {
 /* Pairs of vectors. With eo (even/odd; bf16 only), one 32-byte load gives
  * the even elements of 16 (their bits shifted up) and the odd ones (masked
  * in place), and a pair of gradients is packed back with one blend: the
- * widening and narrowing that natural order needs would cost 4 more of the
- * ~50 vector operations per 16 values. z and e then hold each whole group of
- * 2 VW values of a chunk as [even | odd] (lane_pos). */
+ * widening and narrowing that natural order needs would cost 4 more vector
+ * operations per 16 values (the fused loop does about 45). z and e then hold
+ * each whole group of 2 VW values of a chunk as [even | odd] (lane_pos). */
 ALWAYS_INLINE void vload_x2(const void *row, gs_dtype dt, int eo, int64_t j, vf *z0, vf *z1) {
   if (eo) {
     __m256i v = _mm256_loadu_si256((const __m256i *)((const uint16_t *)row + j));
