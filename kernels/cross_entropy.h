@@ -1,5 +1,5 @@
 /* The cross-entropy family's C contract: cross_entropy, log_probs, entropy.
- * The math is ../shared/LOSSES.md; every backend computes exactly that.
+ * The math is docs/losses.md; every backend computes exactly that.
  *
  * Backends, side by side:
  *   _ref   kernels/cpu/cross_entropy_ref.c  f64 plain loops, the oracle

@@ -1,6 +1,6 @@
 /* Fused linear cross entropy: x = h W^T + b, then cross entropy on x with
  * every option of cross_entropy.h, without ever holding all n x v logits.
- * The math is ../shared/LOSSES.md (linear_cross_entropy).
+ * The math is docs/losses.md (section 8, linear cross entropy).
  *
  * Backends, side by side:
  *   _ref   kernels/cpu/linear_cross_entropy_ref.c  f64 matmul of all the logits, then

@@ -1,7 +1,7 @@
 -- The cross-entropy family (cross_entropy, log_probs, entropy) on the CPU:
 -- hand-computed values, the fast kernel against the reference, the reference
 -- against finite differences, sign conventions, nasty inputs and errors.
--- The contract is shared/LOSSES.md.
+-- The contract is docs/losses.md.
 
 local LOG2 = math.log(2)
 

@@ -3,7 +3,7 @@
 -- entropy", with dh = G W, dW = G^T h, db = sum_i G_i from the reference
 -- backward G = dLoss/dx. Every option, odd shapes, chunk sizes that do and do
 -- not divide N, mean across chunks, per-row grad_output, N = 0, every row
--- ignored, finite differences, and errors. The contract is shared/LOSSES.md.
+-- ignored, finite differences, and errors. The contract is docs/losses.md.
 local track = require("gradspec.track")
 local cases = require("specs.support.ce_cases")
 local i64, option_cases = cases.i64, cases.option_cases

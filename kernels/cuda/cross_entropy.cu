@@ -1,5 +1,5 @@
 // Cross entropy, log_probs and entropy on the GPU: the contract of
-// kernels/cross_entropy.h, the math of shared/LOSSES.md.
+// kernels/cross_entropy.h, the math of docs/losses.md.
 //
 // One row is split into K chunks, one per CTA of a thread-block cluster
 // (K = 1..16). In the resident mode a CTA copies its chunk from HBM into shared
