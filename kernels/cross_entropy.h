@@ -15,6 +15,9 @@
 
 #include "gs_types.h"
 
+/* Changes whenever gs_ce_args below changes layout. */
+#define GS_CE_ARGS_VERSION 1
+
 #ifdef __cplusplus
 extern "C" {
 #endif
