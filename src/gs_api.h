@@ -42,6 +42,12 @@ const char *gs_self_exe(void);
 int gs_spawn_wait(const char *const *argv, double timeout_s, int *term_signal, int *timed_out);
 const char *gs_signal_name(int sig);
 
+/* Users' kernels in shared libraries (src/plugin.c): a NULL result leaves
+ * dlerror's text in err->msg. A found entry point is cast to gs_ce_fn. */
+typedef gs_status (*gs_ce_fn)(const gs_ce_args *a, gs_error *err);
+void *gs_plugin_open(const char *path, gs_error *err);
+void *gs_plugin_symbol(void *handle, const char *name, gs_error *err);
+
 /* SIGINT handling for the REPL (src/interrupt.c): 0 default, 1 interrupt
  * the running Lua chunk with an error, 2 ignore (at the prompt). */
 void gs_interrupt_mode(int mode);

@@ -2,25 +2,19 @@
 -- inputs and compares every output with the reference backend's.
 local ops = require("gradspec.ops")
 local A = require("gradspec.assert")
+local backend = require("gradspec.backend")
 
 local M = {}
 
--- What each op returns, as named outputs.
-local runners = {
-  cross_entropy = function(x, inp, opts)
-    local loss, aux = ops.cross_entropy(x, inp.target, opts)
-    return { loss = loss, lse = aux.lse, z_loss = aux.z_loss, grad = aux.grad }
-  end,
-  cross_entropy_backward = function(x, inp, opts)
-    return { grad = ops.cross_entropy_backward(x, inp.target, inp.grad_output, opts) }
-  end,
-  log_probs = function(x, inp, opts) return { result = ops.log_probs(x, inp.target, opts) } end,
-  log_probs_backward = function(x, inp, opts)
-    return { grad = ops.log_probs_backward(x, inp.target, inp.grad_output, opts) }
-  end,
-  entropy = function(x, inp, opts) return { result = ops.entropy(x, opts) } end,
-  entropy_backward = function(x, inp, opts) return { grad = ops.entropy_backward(x, inp.grad_output, opts) } end,
-}
+-- What each op returns, as named outputs, for property checks.
+local runners = {}
+for op in pairs(ops.shape) do
+  runners[op] = function(x, inp, opts)
+    local o = ops.run(op, x, inp.target, inp.grad_output, opts, 2)
+    o.backend = nil
+    return o
+  end
+end
 M.ops = runners
 
 local function on(device, t)
@@ -45,37 +39,79 @@ local function tolerance(dt, tol)
   return { rtol = 2e-5, atol = 2e-6 }
 end
 
+local check_keys = { backends = true, tol = true, reference = true }
+
+-- Runs op on one backend; nil and the reason when it cannot take the call.
+local function outputs_on(name, op, inputs, opts)
+  local e = backend.get(name)
+  local why = backend.unavailable_reason(e)
+  if why then return nil, name .. ": " .. why end
+  local x = inputs.logits:to(e.device)
+  if opts and opts.inplace then x = x:clone() end
+  local ok, out = pcall(ops.run, op, x, on(e.device, inputs.target), on(e.device, inputs.grad_output),
+    copy_opts(opts, name, e.device), 1)
+  if ok then return out end
+  if backend.is_unsupported(out) then return nil, out.reason end
+  error(out, 0)
+end
+
 -- inputs: {logits =, target =, grad_output =}; opts: the op's options;
--- check: {backends = {...}, tol = {rtol, atol}} (defaults: every available
--- backend; per-dtype tolerances). Counts as one assertion.
+-- check: {backends = {...}, tol = {rtol, atol}, reference = "ref"}
+-- (defaults: every registered backend that can run here; per-dtype
+-- tolerances). A backend that lacks something the call needs is skipped
+-- with the reason; when none is left to compare, the `it` is skipped.
+-- Counts as one assertion.
 function M.backends_agree(op, inputs, opts, check)
   check = check or {}
-  local run = runners[op]
-  if not run then error("backends_agree: unknown op '" .. tostring(op) .. "'", 2) end
-  A.count_one()
-  local backends = check.backends or ops.available_backends()
-  local ref = run(inputs.logits:to("cpu"), {
-    target = on("cpu", inputs.target), grad_output = on("cpu", inputs.grad_output),
-  }, copy_opts(opts, "ref", "cpu"))
-  for _, backend in ipairs(backends) do
-    if backend ~= "ref" then
-      local device = backend == "cuda" and "cuda" or "cpu"
-      local x = inputs.logits:to(device)
-      if opts and opts.inplace then x = x:clone() end
-      local got = run(x, { target = on(device, inputs.target), grad_output = on(device, inputs.grad_output) },
-        copy_opts(opts, backend, device))
-      for name, expected in pairs(ref) do
-        local actual = got[name]
-        if actual == nil then error(string.format("backends_agree: %s returned no %s on %s", op, name, backend), 2) end
-        local tol = tolerance(actual.dtype, check.tol)
-        local ok, err = pcall(A.close, actual, expected, {
-          rtol = tol.rtol, atol = tol.atol, equal_nan = true,
-          msg = string.format("%s: backend %s disagrees with ref on %s", op, backend, name),
-        })
-        if not ok then error(err, 2) end
+  if not ops.shape[op] then error("backends_agree: unknown op '" .. tostring(op) .. "'", 2) end
+  if type(inputs) ~= "table" or inputs.logits == nil then
+    error("backends_agree: inputs must be a table {logits =, target =, grad_output =}", 2)
+  end
+  for k in pairs(check) do
+    if not check_keys[k] then error("backends_agree: unknown check option '" .. tostring(k) .. "' (backends, tol, reference)", 2) end
+  end
+  local names = check.backends or backend.available(op)
+  for _, name in ipairs(names) do
+    if not backend.get(name) then
+      error(string.format("backends_agree: backend %s is not registered (registered: %s)", tostring(name),
+        table.concat(backend.names(), ", ")), 2)
+    end
+  end
+  local ref_name = check.reference or "ref"
+  local ref, why = outputs_on(ref_name, op, inputs, opts)
+  if not ref then backend.unsupported("backends_agree(" .. op .. "): the reference cannot run: " .. why, 2) end
+  ref.backend = nil
+  local compared, skipped = 0, {}
+  for _, name in ipairs(names) do
+    if name ~= ref_name then
+      local got, reason = outputs_on(name, op, inputs, opts)
+      if not got then
+        skipped[#skipped + 1] = reason
+      else
+        compared = compared + 1
+        for out_name, expected in pairs(ref) do
+          local actual = got[out_name]
+          if actual == nil then
+            -- only a Lua backend may leave out lse or z_loss
+            skipped[#skipped + 1] = string.format("%s: returned no %s", name, out_name)
+          else
+            local tol = tolerance(actual.dtype, check.tol)
+            local ok, err = pcall(A.close, actual, expected, {
+              rtol = tol.rtol, atol = tol.atol, equal_nan = true,
+              msg = string.format("%s: backend %s disagrees with %s on %s", op, name, ref_name, out_name),
+            })
+            if not ok then error(err, 2) end
+          end
+        end
       end
     end
   end
+  if compared == 0 then
+    backend.unsupported(string.format("backends_agree(%s): no backend to compare with %s%s", op, ref_name,
+      #skipped > 0 and (": " .. table.concat(skipped, "; ")) or ""), 2)
+  end
+  for _, s in ipairs(skipped) do A.note("backends_agree(" .. op .. ") skipped " .. s) end
+  A.count_one()
   return true
 end
 

@@ -14,6 +14,16 @@ function A.get_count() return count end
 -- as one assertion each.
 function A.count_one() count = count + 1 end
 
+-- Notes for the report of the running `it`: a check that was skipped for
+-- one backend while others were checked ("mine: no label_smoothing").
+local notes = {}
+function A.note(text) notes[#notes + 1] = text end
+function A.take_notes()
+  local out = notes
+  notes = {}
+  return out
+end
+
 -- Set by `gradspec mutate` only: a broken assert.close that lets NaN == NaN
 -- pass, to prove the suite notices.
 A.mutant_nan_passes = (os.getenv("GRADSPEC_MUTANT") or ""):match("^assert_nan") ~= nil

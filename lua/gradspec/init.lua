@@ -33,6 +33,7 @@ gs.assert = setmetatable(require("gradspec.assert"), {
 })
 
 gs.assert.backends_agree = require("gradspec.agree").backends_agree
+gs.backend = require("gradspec.backend")
 
 gs.version = gffi.ffi.string(gffi.C.gs_version())
 gs.now = function() return gffi.C.gs_now() end

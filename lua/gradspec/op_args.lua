@@ -10,8 +10,12 @@ local ffi, C = gffi.ffi, gffi.C
 local M = {}
 
 M.reductions = { none = 0, sum = 1, mean = 2 }
--- The type of losses and grad_output per backend ("real" in the C contracts).
-M.real_dtype = { ref = "f64", cpu = "f32", cuda = "f32" }
+-- The type of losses and grad_output per backend ("real" in the C
+-- contracts): f64 for ref, f32 for every other backend.
+M.real_dtype = setmetatable({}, { __index = function(_, name)
+  local e = require("gradspec.backend").get(name)
+  return e and e.real or nil
+end })
 
 function M.fail(level, fmt, ...) error(string.format(fmt, ...), level + 1) end
 
@@ -49,14 +53,14 @@ function M.need_device(op, name, t, device, backend, level)
   end
 end
 
--- The backend an op runs on: opts.backend, else the device of `lead`.
+-- The backend an op runs on (opts.backend, else the device of `lead`), as
+-- its name and device; one it lacks or cannot take is unsupported.
 function M.backend(op, lead, opts, level)
-  local b = opts.backend
-  if b == nil or b == false then b = lead.device == "cuda" and "cuda" or "cpu" end
-  if b ~= "ref" and b ~= "cpu" and b ~= "cuda" then
-    M.fail(level + 1, "%s: backend = %s is unknown (expected \"ref\", \"cpu\" or \"cuda\")", op, tostring(b))
-  end
-  return b, b == "cuda" and "cuda" or "cpu"
+  local B = require("gradspec.backend")
+  local e = B.pick(op, lead, opts, level + 1)
+  local why = B.lacks(e, op, nil, nil, nil)
+  if why then B.unsupported(why, level + 1) end
+  return e.name, e.device
 end
 
 -- A class-index target with one value per row; returns it contiguous.
@@ -123,19 +127,27 @@ local status_names = { [1] = "target", [2] = "argument", [3] = "dtype", [4] = "o
   [6] = "no cuda device" }
 local err = ffi.new("gs_error")
 
--- Calls the C entry point fn_name .. "_" .. backend (with the selected
--- mutant, if any, live for that backend) and turns a bad status into an
--- error carrying the kernel's message.
-function M.call(op, fn_name, backend, a, level)
+-- Calls a C entry point of the contract (with the selected mutant, if any,
+-- live for that backend) and turns a bad status into an error carrying the
+-- kernel's message.
+function M.invoke(op, fn, backend, a, level)
   ffi.fill(err, ffi.sizeof(err))
   mutants.enter(backend)
-  local st = C[fn_name .. "_" .. backend](a, err)
+  local st = fn(a, err)
   mutants.leave()
   if st ~= 0 then
     local msg = ffi.string(err.msg)
+    if msg == "" and st == 1 then
+      msg = string.format("target[%d] = %d is outside [0, %d)", tonumber(err.row), tonumber(err.value), tonumber(a.v))
+    end
     if msg == "" then msg = status_names[st] or ("status " .. st) end
     M.fail(level + 1, "%s: %s", op, msg)
   end
+end
+
+-- The built-in entry point fn_name .. "_" .. backend.
+function M.call(op, fn_name, backend, a, level)
+  M.invoke(op, C[fn_name .. "_" .. backend], backend, a, level + 1)
 end
 
 return M
