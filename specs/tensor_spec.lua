@@ -41,6 +41,97 @@ describe("tensor construction", function()
   end)
 end)
 
+describe("tensor sizes are checked before anything is allocated", function()
+  -- Each product of sizes, stride and element size is checked: one that
+  -- would wrap around in C (2^61 f64 elements are 2^64 bytes, 0 after the
+  -- wrap) is an error naming the function and the shape, never a tiny
+  -- buffer that the next write overruns.
+  local huge = 2 ^ 61
+  local cases = {
+    { "2^61 f64 elements", function() gs.zeros({ huge }, { dtype = "f64" }) end,
+      "zeros: shape {2305843009213693952} of f64 needs 1.845e+19 bytes" },
+    { "2^31 x 2^31", function() gs.zeros({ 2 ^ 31, 2 ^ 31 }) end,
+      "zeros: shape {2147483648, 2147483648} of f32 needs 1.845e+19 bytes" },
+    { "an infinite size", function() gs.zeros({ math.huge }) end,
+      "zeros: shape {inf}: shape[1] = inf is not a non-negative integer" },
+    { "a negative size", function() gs.zeros({ -1 }) end,
+      "zeros: shape {-1}: shape[1] = -1 is not a non-negative integer" },
+    { "a fractional size", function() gs.zeros({ 2.5 }) end,
+      "zeros: shape {2.5}: shape[1] = 2.5 is not a non-negative integer" },
+    { "a NaN size", function() gs.zeros({ 3, 0 / 0 }) end,
+      "zeros: shape {3, nan}: shape[2] = nan is not a non-negative integer" },
+    { "a size that is not a number", function() gs.zeros({ "4" }) end,
+      'zeros: shape {"4"}: shape[1] = "4" is not a non-negative integer' },
+    { "three sizes", function() gs.zeros({ 2, 3, 4 }) end, "zeros: shape {2, 3, 4} has 3 sizes" },
+    { "a table with holes", function() gs.zeros({ [1] = 2, [3] = 4 }) end, "zeros: shape must be a list of sizes" },
+    { "a stride smaller than the width", function() gs.zeros({ 2, 3 }, { stride = 2 }) end,
+      "zeros: stride = 2 is smaller than the row length 3 of shape {2, 3}" },
+    { "a fractional stride", function() gs.zeros({ 2, 3 }, { stride = 3.5 }) end,
+      "zeros: stride = 3.5 for shape {2, 3} is not an integer" },
+    { "a NaN stride", function() gs.zeros({ 2, 3 }, { stride = 0 / 0 }) end,
+      "zeros: stride = nan for shape {2, 3} is not an integer" },
+    { "a stride whose span overflows", function() gs.zeros({ 2 ^ 20, 3 }, { stride = 2 ^ 50 }) end,
+      "zeros: shape {1048576, 3} with stride 1125899906842624 of f32 needs" },
+    { "full with a huge count", function() gs.full({ 2 ^ 62 }, 1) end, "full: shape {4611686018427387904} of f32" },
+    { "full with a value that is not a number", function() gs.full({ 2 }, "1") end, 'full: value "1" is not a number' },
+    { "ones with a negative size", function() gs.ones({ 2, -3 }) end, "ones: shape {2, -3}: shape[2] = -3" },
+    { "empty with a huge count", function() gs.empty({ 2 ^ 40, 2 ^ 40 }) end, "empty: shape {1099511627776, 1099511627776}" },
+    { "randn with a huge count", function() gs.randn({ 2 ^ 62 }) end, "randn: shape {4611686018427387904} of f32" },
+    { "rand with a NaN size", function() gs.rand({ 0 / 0 }) end, "rand: shape {nan}: shape[1] = nan" },
+    { "randint with a fractional size", function() gs.randint(0, 5, { 2.5 }) end, "randint: shape {2.5}" },
+    { "randint with a NaN bound", function() gs.randint(0, 0 / 0, { 2 }) end, "randint: high = nan is not a finite number" },
+    { "randn with a std that is not a number", function() gs.randn({ 2 }, { std = "1" }) end,
+      'randn: std = "1" is not a finite number' },
+    { "a fractional seed", function() gs.randn({ 2 }, { seed = 1.5 }) end, "randn: seed = 1.5 is not an integer" },
+    { "arange with a huge count", function() gs.arange(2 ^ 62) end,
+      "arange: 4.612e+18 elements from 0 to 4611686018427387904 by 1 are more than a tensor can hold" },
+    { "arange to infinity", function() gs.arange(0, math.huge) end, "arange: stop = inf is not a finite number" },
+    { "arange with a NaN step", function() gs.arange(0, 4, 0 / 0) end, "arange: step = nan is not a finite number" },
+    { "tensor with a bad stride", function() gs.tensor({ { 1, 2 } }, { stride = 1 }) end,
+      "tensor: stride = 1 is smaller than the row length 2 of shape {1, 2}" },
+  }
+  for _, c in ipairs(cases) do
+    it(c[1] .. " is an error naming the shape", function()
+      assert.error(c[2], c[3])
+    end)
+  end
+
+  it("an allocation too large for memory is an error, not a crash", function()
+    -- 2^50 bytes: under the 2^53 limit, far over any machine's memory and
+    -- the 2^47 bytes of user address space of x86-64 and arm64.
+    assert.error(function() gs.zeros({ 2 ^ 48 }) end,
+      "zeros: out of host memory allocating 1125899906842624 bytes for shape {281474976710656}")
+    assert.error(function() gs.zeros({ 2 ^ 24, 2 ^ 24 }, { dtype = "bf16" }) end,
+      "zeros: out of host memory allocating 562949953421312 bytes for shape {16777216, 16777216}")
+  end)
+
+  it("a large buffer comes zeroed, and the byte count goes back to where it was", function()
+    local C = require("gradspec.ffi").C
+    collectgarbage()
+    collectgarbage()
+    local before = tonumber(C.gs_host_bytes_in_use())
+    do
+      local big = gs.zeros({ 1024, 1024 }, { dtype = "f64", stride = 1030 })
+      assert.equal(tonumber(C.gs_host_bytes_in_use()) - before, ((1024 - 1) * 1030 + 1024) * 8)
+      assert.equal(big:get(1023, 1023), 0)
+      assert.equal(big:sum():item(), 0)
+      big:set(1023, 1023, 5)
+      assert.equal(big:get(1023, 1023), 5)
+    end
+    collectgarbage()
+    collectgarbage()
+    assert.equal(tonumber(C.gs_host_bytes_in_use()), before)
+  end)
+
+  it("sizes up to the limit still work: 0-sized, empty rows, a wide stride", function()
+    assert.equal(gs.zeros({ 0, 2 ^ 40 }):numel(), 0)
+    assert.equal(gs.zeros({ 2 ^ 40, 0 }):numel(), 0)
+    assert.equal(gs.zeros({ 1, 3 }, { stride = 2 ^ 40 }):sum():item(), 0)
+    assert.equal(gs.arange(0):numel(), 0)
+    assert.equal(gs.arange(5, 0):numel(), 0)
+  end)
+end)
+
 describe("tensor indexing", function()
   it("bounds checks name the dim and the valid range", function()
     local t = gs.zeros({ 2, 3 })
@@ -49,6 +140,29 @@ describe("tensor indexing", function()
     assert.error(function() t:get(-1, 0) end, "index -1 is outside")
     assert.error(function() t:get(0) end, "needs two indices")
     assert.error(function() gs.zeros(4):set(4, 1) end, "index 4 is outside [0, 4)")
+  end)
+
+  it("fractional, NaN and non-number indices are errors naming the index, never a read elsewhere", function()
+    local t = gs.zeros({ 4, 4 })
+    local cases = {
+      { function() t:get(0.5, 0) end, "index 0.5 is not an integer (for dim 0 of shape {4, 4})" },
+      { function() t:get(0, 0 / 0) end, "index nan is not an integer (for dim 1 of shape {4, 4})" },
+      { function() t:set(1.5, 0, 1) end, "index 1.5 is not an integer (for dim 0 of shape {4, 4})" },
+      { function() t:at(0, 2.25) end, "index 2.25 is not an integer (for dim 1 of shape {4, 4})" },
+      { function() gs.zeros(4):get(0 / 0) end, "index nan is not an integer (for shape {4})" },
+      { function() gs.zeros(4):get("1") end, 'index "1" is not an integer (for shape {4})' },
+      { function() t:row(0.5) end, "row 0.5 is not an integer (shape {4, 4})" },
+      { function() t:row(0 / 0) end, "row nan is not an integer (shape {4, 4})" },
+      { function() t:row(4) end, "row 4 is outside [0, 4) (shape {4, 4})" },
+      { function() t:rows_view(0.5, 1) end, "rows_view: first = 0.5 is not an integer (shape {4, 4})" },
+      { function() t:rows_view(0, 0 / 0) end, "rows_view: count = nan is not an integer (shape {4, 4})" },
+      { function() t:rows_view(2, 3) end, "rows_view: rows [2, 5) are outside [0, 4) (shape {4, 4})" },
+      { function() t:cols_view(0 / 0, 1) end, "cols_view: first = nan is not an integer (shape {4, 4})" },
+      { function() t:cols_view(1, 1.5) end, "cols_view: count = 1.5 is not an integer (shape {4, 4})" },
+      { function() t:cols_view(-1, 2) end, "cols_view: columns [-1, 1) are outside [0, 4) (shape {4, 4})" },
+      { function() t:fill("x") end, 'fill: value "x" is not a number' },
+    }
+    for _, c in ipairs(cases) do assert.error(c[1], c[2]) end
   end)
 
   it("set writes one element and returns the tensor", function()

@@ -1,20 +1,47 @@
 /* Host buffers and dtype conversion for tensors. */
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "gs_api.h"
 #include "gs_half.h"
 
-/* A small header before each buffer remembers its size for accounting. */
+/* A 64-byte header before each buffer remembers its size (for accounting)
+ * and how it was obtained. Buffers of GS_MAP_MIN bytes or more are mapped
+ * straight from the kernel: their pages arrive zeroed, so a large tensor
+ * costs no memset and no page is touched until it is used, and a request the
+ * system cannot back fails here (NULL, a Lua error) rather than part way
+ * through filling it. Smaller ones come from posix_memalign. */
 #define GS_ALIGN 64
+#define GS_MAP_MIN ((size_t)1 << 20)
+enum { GS_FROM_MALLOC = 0, GS_FROM_MMAP = 1 };
 static _Atomic size_t host_bytes;
 
+typedef struct {
+  size_t bytes;
+  int from;
+} gs_header;
+
 void *gs_alloc(size_t bytes) {
+  /* The header must fit in front: bytes + GS_ALIGN must not wrap around. */
+  if (bytes > SIZE_MAX - GS_ALIGN) return NULL;
+  size_t total = bytes + GS_ALIGN;
   void *raw = NULL;
-  if (posix_memalign(&raw, GS_ALIGN, bytes + GS_ALIGN) != 0) return NULL;
-  memset(raw, 0, bytes + GS_ALIGN);
-  *(size_t *)raw = bytes;
+  int from;
+  if (total >= GS_MAP_MIN) {
+    raw = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) return NULL;
+    from = GS_FROM_MMAP;
+  } else {
+    if (posix_memalign(&raw, GS_ALIGN, total) != 0) return NULL;
+    memset(raw, 0, total);
+    from = GS_FROM_MALLOC;
+  }
+  gs_header *h = (gs_header *)raw;
+  h->bytes = bytes;
+  h->from = from;
   atomic_fetch_add(&host_bytes, bytes);
   return (char *)raw + GS_ALIGN;
 }
@@ -22,8 +49,11 @@ void *gs_alloc(size_t bytes) {
 void gs_free(void *ptr) {
   if (!ptr) return;
   char *raw = (char *)ptr - GS_ALIGN;
-  atomic_fetch_sub(&host_bytes, *(size_t *)raw);
-  free(raw);
+  gs_header *h = (gs_header *)raw;
+  size_t bytes = h->bytes;
+  atomic_fetch_sub(&host_bytes, bytes);
+  if (h->from == GS_FROM_MMAP) munmap(raw, bytes + GS_ALIGN);
+  else free(raw);
 }
 
 size_t gs_host_bytes_in_use(void) { return atomic_load(&host_bytes); }

@@ -23,20 +23,74 @@ local function cuda_call(what, st)
   if st ~= 0 then fail(3, "%s: %s", what, ffi.string(err_buf.msg)) end
 end
 
--- A storage is the allocation a tensor and its views share.
-local function new_storage(bytes, device)
+-- Sizes, strides and indices travel to C as int64 and byte counts as
+-- size_t. Every integer below 2^53 is exact in a Lua number, so a buffer is
+-- at most MAX_BYTES: a product of sizes that reaches it is refused before it
+-- can wrap around in C.
+local MAX_BYTES = 2 ^ 53
+M.MAX_BYTES = MAX_BYTES
+
+-- A number as a reader wants it in a message: integers in full (2^61 is
+-- 2305843009213693952, not 2.3058430092137e+18), nan and inf by name,
+-- strings quoted, other values by their type.
+local function num_text(x)
+  if type(x) == "string" then return string.format("%q", x) end
+  if type(x) ~= "number" then return type(x) == "nil" and "nil" or tostring(x) end
+  if x ~= x then return "nan" end
+  if x == math.huge then return "inf" end
+  if x == -math.huge then return "-inf" end
+  if x == math.floor(x) and math.abs(x) < 2 ^ 63 then return string.format("%.0f", x) end
+  for digits = 14, 16 do
+    local t = string.format("%." .. digits .. "g", x)
+    if tonumber(t) == x then return t end
+  end
+  return string.format("%.17g", x)
+end
+M.num_text = num_text
+
+-- "{2, 3}" for a shape as the caller gave it (any values).
+local function shape_text(shape)
+  if type(shape) ~= "table" then return "{" .. num_text(shape) .. "}" end
+  local parts = {}
+  for i = 1, #shape do parts[i] = num_text(shape[i]) end
+  return "{" .. table.concat(parts, ", ") .. "}"
+end
+
+local function is_int(x) return type(x) == "number" and x == math.floor(x) and x - x == 0 end
+
+-- A byte count for a message: exact below 2^53, else rounded.
+local function bytes_text(b)
+  if b < MAX_BYTES then return string.format("%.0f", b) end
+  return string.format("%.4g", b)
+end
+
+-- A storage is the allocation a tensor and its views share. `fname` and
+-- `shape` (text) say what the bytes are for in the error when they cannot
+-- be had.
+local function new_storage(bytes, device, fname, shape, level)
+  level = (level or 2) + 1
   local n = math.max(bytes, 1)
   if device == "cpu" then
     local p = C.gs_alloc(n)
-    if p == nil then fail(3, "out of host memory allocating %d bytes", bytes) end
+    if p == nil then
+      fail(level, "%s: out of host memory allocating %s bytes for shape %s", fname or "alloc", bytes_text(bytes),
+        shape or "?")
+    end
     return { ptr = ffi.gc(p, C.gs_free), bytes = bytes, device = "cpu" }
   elseif device == "cuda" then
     local pp = ffi.new("void *[1]")
-    cuda_call("cannot allocate on cuda", C.gs_cuda_malloc(pp, n, err_buf))
-    cuda_call("cuda memset", C.gs_cuda_memset(pp[0], 0, n, err_buf))
+    if C.gs_cuda_malloc(pp, n, err_buf) ~= 0 then
+      fail(level, "%s: cannot allocate on cuda %s bytes for shape %s: %s", fname or "alloc", bytes_text(bytes),
+        shape or "?", ffi.string(err_buf.msg))
+    end
+    local st = C.gs_cuda_memset(pp[0], 0, n, err_buf)
+    if st ~= 0 then
+      C.gs_cuda_free(pp[0])
+      fail(level, "cuda memset: %s", ffi.string(err_buf.msg))
+    end
     return { ptr = ffi.gc(pp[0], C.gs_cuda_free), bytes = bytes, device = "cuda" }
   end
-  fail(3, "device: unknown device %s (expected \"cpu\" or \"cuda\")", tostring(device))
+  fail(level, "device: unknown device %s (expected \"cpu\" or \"cuda\")", tostring(device))
 end
 
 local function check_device(device)
@@ -47,17 +101,29 @@ local function check_device(device)
   return device
 end
 
--- shape: n, {n}, {rows, cols} or {} (a scalar).
-local function norm_shape(shape, level)
+-- shape: n, {n}, {rows, cols} or {} (a scalar). Every size is a finite
+-- non-negative integer; the error names the function and the whole shape.
+local function norm_shape(fname, shape, level)
   if type(shape) == "number" then shape = { shape } end
-  if type(shape) ~= "table" or #shape > 2 then
-    fail(level + 1, "shape: expected a number or a table of at most 2 sizes, got %s", tostring(shape))
+  if type(shape) ~= "table" or M.is_tensor(shape) then
+    fail(level + 1, "%s: shape must be a number or a table of at most 2 sizes, got %s", fname,
+      M.is_tensor(shape) and "a tensor" or num_text(shape))
+  end
+  local n = 0
+  for _ in pairs(shape) do n = n + 1 end
+  if n ~= #shape then
+    fail(level + 1, "%s: shape must be a list of sizes {rows, cols}, got a table with %d keys and length %d",
+      fname, n, #shape)
+  end
+  if #shape > 2 then
+    fail(level + 1, "%s: shape %s has %d sizes; tensors have at most 2", fname, shape_text(shape), #shape)
   end
   local out = {}
   for i = 1, #shape do
     local s = shape[i]
-    if type(s) ~= "number" or s < 0 or s ~= math.floor(s) then
-      fail(level + 1, "shape[%d] = %s is not a non-negative integer", i, tostring(s))
+    if not is_int(s) or s < 0 then
+      fail(level + 1, "%s: shape %s: shape[%d] = %s is not a non-negative integer", fname, shape_text(shape), i,
+        num_text(s))
     end
     out[i] = s
   end
@@ -83,28 +149,65 @@ local function derived(t, source)
   return t
 end
 
--- Allocates an uninitialised (zero-filled) tensor. opts: dtype, device, stride.
-function M.empty(shape, opts)
+-- The elements a rows x cols block with this row stride spans in storage.
+local function span(rows, cols, stride)
+  if rows == 0 or cols == 0 then return 0 end
+  return (rows - 1) * stride + cols
+end
+
+-- Allocates a zero-filled tensor for the function `fname` (named in its
+-- errors). opts: dtype, device, stride. `level` is counted from alloc's
+-- caller, as error() counts it.
+local function alloc(fname, shape, opts, level)
+  level = level + 1
+  if opts ~= nil and type(opts) ~= "table" then
+    fail(level, "%s: opts must be a table, got %s", fname, num_text(opts))
+  end
   opts = opts or {}
-  shape = norm_shape(shape, 2)
-  local dt = dtypes.get(opts.dtype or "f32", "dtype")
-  local device = check_device(opts.device)
+  shape = norm_shape(fname, shape, level)
+  local dt = dtypes.lookup(opts.dtype or "f32")
+  if not dt then
+    fail(level, "%s: dtype: unknown dtype %s (expected one of %s)", fname, tostring(opts.dtype),
+      table.concat(dtypes.names, ", "))
+  end
+  local device = opts.device or "cpu"
+  if device ~= "cpu" and device ~= "cuda" then
+    fail(level, "%s: device: unknown device %s (expected \"cpu\" or \"cuda\")", fname, tostring(device))
+  end
   local cols = #shape == 2 and shape[2] or (#shape == 1 and shape[1] or 1)
   local rows = #shape == 2 and shape[1] or 1
   local stride = opts.stride or cols
-  if #shape ~= 2 and opts.stride then fail(2, "stride: only 2-D tensors take a row stride") end
-  if type(stride) ~= "number" or stride < cols then
-    fail(2, "stride = %s is smaller than the row length %d", tostring(stride), cols)
+  if #shape ~= 2 and opts.stride then fail(level, "%s: stride: only 2-D tensors take a row stride", fname) end
+  local stext = shape_text(shape)
+  if not is_int(stride) then
+    fail(level, "%s: stride = %s for shape %s is not an integer", fname, num_text(stride), stext)
   end
-  local elems = rows == 0 and 0 or (rows - 1) * stride + cols
-  return wrap(new_storage(elems * dt.size, device), shape, dt, 0, stride)
+  if stride < cols then
+    fail(level, "%s: stride = %s is smaller than the row length %s of shape %s", fname, num_text(stride),
+      num_text(cols), stext)
+  end
+  if opts.stride then stext = stext .. " with stride " .. num_text(stride) end
+  -- Each factor is an exact integer; a product at or past MAX_BYTES may be
+  -- rounded, but rounding never carries a true product from above it to
+  -- below it, so this test is exact.
+  local bytes = span(rows, cols, stride) * dt.size
+  if bytes >= MAX_BYTES then
+    fail(level, "%s: shape %s of %s needs %s bytes, more than a buffer can hold (2^53 bytes)", fname, stext,
+      dt.name, bytes_text(bytes))
+  end
+  return wrap(new_storage(bytes, device, fname, stext, level), shape, dt, 0, stride)
 end
 
--- Bytes from the first to one past the last element, in storage order.
-function Tensor:span_elems()
-  if self.rows == 0 or self.cols == 0 then return 0 end
-  return (self.rows - 1) * self.stride + self.cols
+-- Allocates an uninitialised (zero-filled) tensor. opts: dtype, device, stride.
+-- (The results go through a local: a tail call would drop the frame that
+-- the errors' level counts on.)
+function M.empty(shape, opts)
+  local t = alloc("empty", shape, opts, 2)
+  return t
 end
+
+-- Elements from the first to one past the last, in storage order.
+function Tensor:span_elems() return span(self.rows, self.cols, self.stride) end
 
 function Tensor:data()
   return ffi.cast("char *", self.storage.ptr) + self.offset * self._dt.size
@@ -133,23 +236,29 @@ function Tensor:size(d)
   return v
 end
 
+-- One index along a dim of n: an integer in [0, n). `what` says where it
+-- goes ("for dim 0 of shape {2, 3}").
+local function check_index(i, n, what, level)
+  if not is_int(i) then
+    fail(level + 1, "index %s is not an integer (%s)", num_text(i), what)
+  end
+  if i < 0 or i >= n then
+    fail(level + 1, "index %s is outside [0, %s) %s", num_text(i), num_text(n), what)
+  end
+end
+
 -- Storage index of a logical element; checks bounds and names the bad index.
 local function locate(t, i, j, level)
   local nd = #t._shape
   if nd == 2 then
     if j == nil then fail(level + 1, "index: a 2-D tensor needs two indices, got one") end
-    if type(i) ~= "number" or i < 0 or i >= t.rows or i ~= math.floor(i) then
-      fail(level + 1, "index %s is outside [0, %d) for dim 0 of shape {%d, %d}", tostring(i), t.rows, t.rows, t.cols)
-    end
-    if type(j) ~= "number" or j < 0 or j >= t.cols or j ~= math.floor(j) then
-      fail(level + 1, "index %s is outside [0, %d) for dim 1 of shape {%d, %d}", tostring(j), t.cols, t.rows, t.cols)
-    end
+    local s = M.shape_string(t)
+    check_index(i, t.rows, "for dim 0 of shape " .. s, level + 1)
+    check_index(j, t.cols, "for dim 1 of shape " .. s, level + 1)
     return i * t.stride + j
   elseif nd == 1 then
     if j ~= nil then fail(level + 1, "index: a 1-D tensor takes one index, got two") end
-    if type(i) ~= "number" or i < 0 or i >= t.cols or i ~= math.floor(i) then
-      fail(level + 1, "index %s is outside [0, %d) for shape {%d}", tostring(i), t.cols, t.cols)
-    end
+    check_index(i, t.cols, "for shape " .. M.shape_string(t), level + 1)
     return i
   end
   if i ~= nil and i ~= 0 then fail(level + 1, "index: a scalar tensor takes no index") end
@@ -194,10 +303,28 @@ end
 -- Row i as a 1-D view sharing storage.
 function Tensor:row(i)
   if #self._shape ~= 2 then fail(2, "row: needs a 2-D tensor, this one has %d dims", #self._shape) end
-  if type(i) ~= "number" or i < 0 or i >= self.rows then
-    fail(2, "row %s is outside [0, %d)", tostring(i), self.rows)
+  if not is_int(i) then
+    fail(2, "row %s is not an integer (shape %s)", num_text(i), M.shape_string(self))
+  end
+  if i < 0 or i >= self.rows then
+    fail(2, "row %s is outside [0, %d) (shape %s)", num_text(i), self.rows, M.shape_string(self))
   end
   return derived(wrap(self.storage, { self.cols }, self._dt, self.offset + i * self.stride, self.cols), self)
+end
+
+-- first and count of a rows_view or cols_view: integers, the range inside
+-- [0, n).
+local function check_range(fname, what, first, count, n, shape, level)
+  if not is_int(first) then
+    fail(level + 1, "%s: first = %s is not an integer (shape %s)", fname, num_text(first), shape)
+  end
+  if not is_int(count) then
+    fail(level + 1, "%s: count = %s is not an integer (shape %s)", fname, num_text(count), shape)
+  end
+  if first < 0 or count < 0 or first + count > n then
+    fail(level + 1, "%s: %s [%s, %s) are outside [0, %d) (shape %s)", fname, what, num_text(first),
+      num_text(first + count), n, shape)
+  end
 end
 
 -- One element as a 0-D view (asserting on it asserts on this tensor).
@@ -209,9 +336,7 @@ end
 -- Rows [first, first + count) as a 2-D view.
 function Tensor:rows_view(first, count)
   if #self._shape ~= 2 then fail(2, "rows_view: needs a 2-D tensor") end
-  if first < 0 or count < 0 or first + count > self.rows then
-    fail(2, "rows_view: rows [%d, %d) are outside [0, %d)", first, first + count, self.rows)
-  end
+  check_range("rows_view", "rows", first, count, self.rows, M.shape_string(self), 2)
   return derived(wrap(self.storage, { count, self.cols }, self._dt, self.offset + first * self.stride, self.stride), self)
 end
 
@@ -219,16 +344,14 @@ end
 -- larger than its width (non-contiguous rows).
 function Tensor:cols_view(first, count)
   if #self._shape ~= 2 then fail(2, "cols_view: needs a 2-D tensor") end
-  if first < 0 or count < 0 or first + count > self.cols then
-    fail(2, "cols_view: columns [%d, %d) are outside [0, %d)", first, first + count, self.cols)
-  end
+  check_range("cols_view", "columns", first, count, self.cols, M.shape_string(self), 2)
   return derived(wrap(self.storage, { self.rows, count }, self._dt, self.offset + first, self.stride), self)
 end
 
 -- Copies into a new tensor. opts: dtype, device, stride (default: keep the
 -- layout when the device changes, contiguous otherwise).
 local function copy(src, dt, device, stride)
-  local dst = M.empty(src:shape(), { dtype = dt.name, device = device, stride = #src._shape == 2 and stride or nil })
+  local dst = alloc("to", src:shape(), { dtype = dt.name, device = device, stride = #src._shape == 2 and stride or nil }, 3)
   local n = src:span_elems()
   if n == 0 then return dst end
   if src.device == "cpu" and device == "cpu" then
@@ -238,7 +361,7 @@ local function copy(src, dt, device, stride)
   -- Through the host: cuda buffers are moved whole (layout kept) with memcpy.
   local host_src = src
   if src.device == "cuda" then
-    host_src = wrap(new_storage(n * src._dt.size, "cpu"), src:shape(), src._dt, 0, src.stride)
+    host_src = wrap(new_storage(n * src._dt.size, "cpu", "to", M.shape_string(src), 3), src:shape(), src._dt, 0, src.stride)
     cuda_call("copy from cuda", C.gs_cuda_memcpy(host_src:data(), src:data(), n * src._dt.size, 1, err_buf))
   end
   if device == "cpu" then
@@ -295,6 +418,7 @@ function Tensor:copy_(src)
 end
 
 function Tensor:fill(x)
+  if type(x) ~= "number" then fail(2, "fill: value %s is not a number", num_text(x)) end
   if self.device ~= "cpu" then return self:copy_(M.full(self:shape(), x, { dtype = self.dtype })) end
   local p, code = self:data(), self._dt.code
   for r = 0, self.rows - 1 do
@@ -320,7 +444,7 @@ function Tensor:totable()
 end
 
 function M.shape_string(t)
-  return "{" .. table.concat(t._shape, ", ") .. "}"
+  return shape_text(t._shape)
 end
 
 -- Constructors ---------------------------------------------------------------
@@ -345,7 +469,7 @@ end
 function M.tensor(values, opts)
   opts = opts or {}
   local shape = infer_shape(values)
-  local host = M.empty(shape, { dtype = opts.dtype, stride = opts.stride })
+  local host = alloc("tensor", shape, { dtype = opts.dtype, stride = opts.stride }, 2)
   local p, code = host:data(), host._dt.code
   local function put(k, x, where)
     if type(x) ~= "number" then fail(3, "tensor: element %s is %s, not a number", where, tostring(x)) end
@@ -362,15 +486,34 @@ function M.tensor(values, opts)
   return host:to(check_device(opts.device))
 end
 
-function M.full(shape, value, opts)
+local function full(fname, shape, value, opts, level)
+  level = level + 1
+  if type(value) ~= "number" then fail(level, "%s: value %s is not a number", fname, num_text(value)) end
+  if opts ~= nil and type(opts) ~= "table" then fail(level, "%s: opts must be a table, got %s", fname, num_text(opts)) end
   opts = opts or {}
-  local host = M.empty(shape, { dtype = opts.dtype, stride = opts.stride })
+  local device = opts.device or "cpu"
+  if device ~= "cpu" and device ~= "cuda" then
+    fail(level, "%s: device: unknown device %s (expected \"cpu\" or \"cuda\")", fname, tostring(device))
+  end
+  local host = alloc(fname, shape, { dtype = opts.dtype, stride = opts.stride }, level)
   host:fill(value)
-  return host:to(check_device(opts.device))
+  return host:to(device)
 end
 
-function M.zeros(shape, opts) return M.empty(shape, opts) end
-function M.ones(shape, opts) return M.full(shape, 1, opts) end
+function M.full(shape, value, opts)
+  local t = full("full", shape, value, opts, 2)
+  return t
+end
+
+function M.zeros(shape, opts)
+  local t = alloc("zeros", shape, opts, 2)
+  return t
+end
+
+function M.ones(shape, opts)
+  local t = full("ones", shape, 1, opts, 2)
+  return t
+end
 
 -- gs.arange(n) or gs.arange(start, stop[, step]), 1-D, stop excluded.
 function M.arange(a, b, step, opts)
@@ -379,9 +522,18 @@ function M.arange(a, b, step, opts)
   local start, stop = a, b
   if stop == nil then start, stop = 0, a end
   step = step or 1
+  for _, p in ipairs({ { "start", start }, { "stop", stop }, { "step", step } }) do
+    if type(p[2]) ~= "number" or p[2] - p[2] ~= 0 then
+      fail(2, "arange: %s = %s is not a finite number", p[1], num_text(p[2]))
+    end
+  end
   if step == 0 then fail(2, "arange: step must not be 0") end
   local n = math.max(0, math.ceil((stop - start) / step))
-  local t = M.empty({ n }, { dtype = (opts and opts.dtype) or "f32" })
+  if n >= MAX_BYTES then
+    fail(2, "arange: %s elements from %s to %s by %s are more than a tensor can hold", bytes_text(n),
+      num_text(start), num_text(stop), num_text(step))
+  end
+  local t = alloc("arange", { n }, { dtype = (opts and opts.dtype) or "f32" }, 2)
   local p, code = t:data(), t._dt.code
   for i = 0, n - 1 do C.gs_store(p, code, i, start + i * step) end
   return t:to(check_device(opts and opts.device))
@@ -404,36 +556,69 @@ local function next_seed(opts)
   return run_seed * 1000003 + stream
 end
 
-local function random(shape, opts, dist, a, b)
-  local host = M.empty(shape, { dtype = opts.dtype, stride = opts.stride })
+-- The parameters of a distribution: finite numbers.
+local function check_params(fname, names, values, level)
+  for i, name in ipairs(names) do
+    local v = values[i]
+    if type(v) ~= "number" or v - v ~= 0 then
+      fail(level + 1, "%s: %s = %s is not a finite number", fname, name, num_text(v))
+    end
+  end
+end
+
+local function random(fname, shape, opts, dist, a, b, level)
+  level = level + 1
+  if opts.seed ~= nil and not is_int(opts.seed) then
+    fail(level, "%s: seed = %s is not an integer", fname, num_text(opts.seed))
+  end
+  local device = opts.device or "cpu"
+  if device ~= "cpu" and device ~= "cuda" then
+    fail(level, "%s: device: unknown device %s (expected \"cpu\" or \"cuda\")", fname, tostring(device))
+  end
+  local host = alloc(fname, shape, { dtype = opts.dtype, stride = opts.stride }, level)
   local seed = next_seed(opts)
   C.gs_fill_random(host:data(), host._dt.code, host.rows, host.cols, host.stride, dist,
     ffi.cast("uint64_t", seed), a, b)
   return host:to(check_device(opts.device))
 end
 
+local function table_opts(fname, opts, level)
+  if opts ~= nil and type(opts) ~= "table" then
+    fail(level + 1, "%s: opts must be a table, got %s", fname, num_text(opts))
+  end
+  return opts or {}
+end
+
 -- gs.randn(shape, {mean, std, seed, dtype, device, stride})
 function M.randn(shape, opts)
-  opts = opts or {}
-  return random(shape, opts, 1, opts.mean or 0, opts.std or 1)
+  opts = table_opts("randn", opts, 2)
+  local mean, std = opts.mean or 0, opts.std or 1
+  check_params("randn", { "mean", "std" }, { mean, std }, 2)
+  local t = random("randn", shape, opts, 1, mean, std, 2)
+  return t
 end
 
 -- gs.rand(shape, {low, high, ...}): uniform in [low, high).
 function M.rand(shape, opts)
-  opts = opts or {}
-  return random(shape, opts, 0, opts.low or 0, opts.high or 1)
+  opts = table_opts("rand", opts, 2)
+  local low, high = opts.low or 0, opts.high or 1
+  check_params("rand", { "low", "high" }, { low, high }, 2)
+  local t = random("rand", shape, opts, 0, low, high, 2)
+  return t
 end
 
 -- gs.randint(low, high, shape, opts): integers in [low, high), i64 default.
 function M.randint(low, high, shape, opts)
-  opts = opts or {}
-  if type(low) ~= "number" or type(high) ~= "number" or high <= low then
-    fail(2, "randint: needs low < high, got low = %s, high = %s", tostring(low), tostring(high))
+  opts = table_opts("randint", opts, 2)
+  check_params("randint", { "low", "high" }, { low, high }, 2)
+  if high <= low then
+    fail(2, "randint: needs low < high, got low = %s, high = %s", num_text(low), num_text(high))
   end
   local o = {}
   for k, v in pairs(opts) do o[k] = v end
   o.dtype = o.dtype or "i64"
-  return random(shape, o, 2, low, high)
+  local t = random("randint", shape, o, 2, low, high, 2)
+  return t
 end
 
 Tensor.__tostring = function(t) return require("gradspec.tensor_print").format(t) end
