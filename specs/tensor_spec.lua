@@ -234,6 +234,18 @@ describe("dtype conversion", function()
     skip_if(gs.cuda_available(), "a CUDA device is present: this checks the no-device error")
     assert.error(function() gs.zeros(3, { device = "cuda" }) end, "cannot allocate on cuda")
   end)
+
+  it("a CUDA build without a GPU says in plain words that no CUDA device was found", function()
+    local C = require("gradspec.ffi").C
+    skip_if(C.gs_cuda_built() == 0, "gradspec was built without CUDA: there is no CUDA runtime to ask")
+    skip_if(gs.cuda_available(), "a CUDA device is present: this checks the no-device reason")
+    local reason = gs.cuda_unavailable_reason()
+    assert.is_true(reason:find("no CUDA device", 1, true) == 1, "the reason starts otherwise: " .. reason)
+    -- the plain words come first, CUDA's own text follows in the parentheses
+    assert.is_true(reason:match("^no CUDA device found %(.+: .+%)$") ~= nil, reason)
+    assert.error(function() gs.zeros(3, { device = "cuda" }) end,
+      "zeros: cannot allocate on cuda 12 bytes for shape {3}: " .. reason)
+  end)
 end)
 
 describe("seeded random tensors", function()

@@ -7,6 +7,8 @@
 #include <mutex>
 #include <unordered_map>
 
+#include <unistd.h>
+
 extern "C" {
 #include "gs_device.h"
 }
@@ -57,6 +59,25 @@ gs_status gs_cuda_fail(gs_error *err, cudaError_t e, const char *what) {
 
 int gs_cuda_built(void) { return 1; }
 
+// Why cudaGetDeviceCount found nothing, in plain words, for the message
+// that starts "no CUDA device found". An insufficient-driver error is what
+// the runtime reports when no NVIDIA driver is loaded at all (a machine
+// without a GPU) as well as when the driver is older than the runtime: the
+// kernel module's /proc entry tells the two apart.
+static const char *no_device_cause(cudaError_t e) {
+  switch (e) {
+    case cudaErrorInsufficientDriver:
+      if (access("/proc/driver/nvidia/version", F_OK) != 0) return "no NVIDIA driver is loaded on this machine";
+      return "the NVIDIA driver is older than this CUDA runtime needs";
+    case cudaErrorNoDevice:
+      return "the NVIDIA driver sees no GPU";
+    case cudaErrorCompatNotSupportedOnDevice:
+      return "the CUDA forward-compatibility driver does not support this GPU";
+    default:
+      return "cudaGetDeviceCount failed";
+  }
+}
+
 int gs_cuda_device_count(gs_error *err) {
   int n = 0;
   cudaError_t e = cudaGetDeviceCount(&n);
@@ -65,7 +86,8 @@ int gs_cuda_device_count(gs_error *err) {
     cudaGetLastError();
     if (err) {
       err->arg = 0;
-      snprintf(err->msg, sizeof err->msg, "no CUDA device: %s", cudaGetErrorString(e));
+      snprintf(err->msg, sizeof err->msg, "no CUDA device found (%s: %s)", no_device_cause(e),
+               cudaGetErrorString(e));
     }
     return 0;
   }

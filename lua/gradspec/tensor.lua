@@ -18,6 +18,7 @@ function M.is_tensor(x) return getmetatable(x) == Tensor end
 local function fail(level, fmt, ...) error(string.format(fmt, ...), level + 1) end
 
 local err_buf = ffi.new("gs_error")
+local GS_ERR_NO_DEVICE = 6 -- gs_status in kernels/gs_types.h
 
 local function cuda_call(what, st)
   if st ~= 0 then fail(3, "%s: %s", what, ffi.string(err_buf.msg)) end
@@ -79,7 +80,11 @@ local function new_storage(bytes, device, fname, shape, level)
     return { ptr = ffi.gc(p, C.gs_free), bytes = bytes, device = "cpu" }
   elseif device == "cuda" then
     local pp = ffi.new("void *[1]")
-    if C.gs_cuda_malloc(pp, n, err_buf) ~= 0 then
+    local st = C.gs_cuda_malloc(pp, n, err_buf)
+    if st ~= 0 then
+      -- With no device the allocation's own error is CUDA's terse text; the
+      -- device count says in plain words why there is no device.
+      if st == GS_ERR_NO_DEVICE then C.gs_cuda_device_count(err_buf) end
       fail(level, "%s: cannot allocate on cuda %s bytes for shape %s: %s", fname or "alloc", bytes_text(bytes),
         shape or "?", ffi.string(err_buf.msg))
     end
