@@ -6,7 +6,7 @@
 //                                                  correctness, PASS/FAIL lines
 //   bench_cross_entropy_cuda [--sweep] [--reps N] timings
 //
-// Self-contained: the float64 reference below follows shared/LOSSES.md
+// Self-contained: the float64 reference below follows docs/losses.md
 // directly and shares no code with the kernels.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>

@@ -1,7 +1,7 @@
 -- Lua binding of fused linear cross entropy: x = h W^T + bias, then cross
 -- entropy, computed chunk by chunk so that the N x V logits never exist at
 -- once. The C contract is kernels/linear_cross_entropy.h; the math is
--- shared/LOSSES.md (linear_cross_entropy).
+-- docs/losses.md (linear_cross_entropy).
 --
 --   gs.linear_cross_entropy(h, W, target, opts) -> loss, aux {lse, z_loss[, dh, dW, db]}
 --   gs.linear_cross_entropy_backward(h, W, target, grad_output, opts) -> dh, dW, db
