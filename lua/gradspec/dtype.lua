@@ -42,7 +42,32 @@ function M.get(name, argname)
   return d
 end
 
-M.names = {}
-for _, d in ipairs(list) do M.names[#M.names + 1] = d.name end
+M.names, M.float_names = {}, {}
+for _, d in ipairs(list) do
+  M.names[#M.names + 1] = d.name
+  if d.float then M.float_names[#M.float_names + 1] = d.name end
+end
+
+-- The float dtype a name (or alias) stands for, or nil and why not: a
+-- gradient or an output of a loss can only be a float dtype.
+function M.float(name)
+  if type(name) ~= "string" then
+    return nil, string.format("is a %s, expected a float dtype name (%s)", type(name), table.concat(M.float_names, ", "))
+  end
+  local d = M.lookup(name)
+  if not d then
+    local names = {}
+    for alias, target in pairs(aliases) do
+      if M.by_name[target].float then names[#names + 1] = alias end
+    end
+    table.sort(names)
+    return nil, string.format("is unknown (known float dtypes: %s; also %s)", table.concat(M.float_names, ", "),
+      table.concat(names, ", "))
+  end
+  if not d.float then
+    return nil, string.format("is not a float dtype (%s)", table.concat(M.float_names, ", "))
+  end
+  return d
+end
 
 return M

@@ -8,8 +8,29 @@ local track = require("gradspec.track")
 
 local M = {}
 
-local known = { mode = true, eps = true, rtol = true, atol = true, directions = true, seed = true,
-  full_limit = true, msg = true }
+-- Every option with the rule its value must pass (op_args.lua's rules): a
+-- tolerance given as a string or a NaN step must fail here, not turn every
+-- comparison false or true.
+local args = require("gradspec.op_args")
+local rule = args.rules
+local known = {
+  mode = function(key, v)
+    if v ~= "auto" and v ~= "full" and v ~= "directions" then
+      return string.format('mode must be "auto", "full" or "directions", got %s', args.value_text(v))
+    end
+  end,
+  eps = rule.range(function(x) return x > 0 and x - x == 0 end, "must be finite and > 0"),
+  rtol = rule.range(function(x) return x >= 0 and x - x == 0 end, "must be finite and >= 0"),
+  atol = rule.range(function(x) return x >= 0 and x - x == 0 end, "must be finite and >= 0"),
+  directions = rule.integer(1, 2 ^ 31, "must be >= 1"),
+  seed = rule.integer(-2 ^ 53, 2 ^ 53),
+  full_limit = rule.integer(0, 2 ^ 53, "must be >= 0"),
+  msg = function(key, v)
+    if type(v) ~= "string" then
+      return string.format("%s = %s is a %s, expected a string", key, args.value_text(v), type(v))
+    end
+  end,
+}
 
 local function scalar(v, what)
   if type(v) == "number" then return v end
@@ -25,8 +46,13 @@ local function fmt(x) return string.format("%.10g", x) end
 -- (1e-5), atol (1e-7), directions (16), seed, full_limit (4096 elements).
 function M.gradcheck(f, x, grad, opts)
   opts = opts or {}
+  if type(opts) ~= "table" then error("gradcheck: opts must be a table, got " .. type(opts), 2) end
   for k in pairs(opts) do
     if not known[k] then error("gradcheck: unknown option '" .. tostring(k) .. "'", 2) end
+  end
+  for k, v in pairs(opts) do
+    local why = known[k](k, v)
+    if why then error("gradcheck: " .. why, 2) end
   end
   A.count_one()
   if type(f) ~= "function" then error("gradcheck: f must be a function", 2) end
