@@ -15,21 +15,16 @@ local ffi, C = gffi.ffi, gffi.C
 local M = {}
 
 local registry, order = {}, {}
+local builtin_entry
 
--- The ops a backend can provide, and the C function type of each (the
--- contract's entry point signature).
-M.op_ctype = {
-  cross_entropy = "gs_ce_fn", cross_entropy_backward = "gs_ce_fn",
-  log_probs = "gs_ce_fn", log_probs_backward = "gs_ce_fn",
-  entropy = "gs_ce_fn", entropy_backward = "gs_ce_fn",
-}
--- Built-in C entry points: NAME_BACKEND in kernels/*.h.
-local builtin_entry = {
-  cross_entropy = "gs_ce_forward", cross_entropy_backward = "gs_ce_backward",
-  log_probs = "gs_log_probs_forward", log_probs_backward = "gs_log_probs_backward",
-  entropy = "gs_entropy_forward", entropy_backward = "gs_entropy_backward",
+-- The ops a backend can provide, each with the C function type of its
+-- entry point, and the built-in entry points (NAME_BACKEND in kernels/*.h).
+M.op_ctype, builtin_entry = {}, {
   linear_cross_entropy = "gs_lce_forward", linear_cross_entropy_backward = "gs_lce_backward",
 }
+for op, d in pairs(require("gradspec.ce_family").ops) do
+  M.op_ctype[op], builtin_entry[op] = "gs_ce_fn", d.entry
+end
 
 local float_dtypes = { f64 = true, f32 = true, bf16 = true, f16 = true }
 

@@ -1,13 +1,20 @@
--- Each op's sign and range conventions, declared in one place, and
--- `gradspec conventions`, which checks every backend of every op against
--- them on seeded random and nasty inputs.
+-- `gradspec conventions`: checks every backend of every op against the
+-- sign and range conventions each op declares (ce_family.lua) on seeded
+-- random and nasty inputs.
 local T = require("gradspec.tensor_math")
-local ops = require("gradspec.ops")
-local A = require("gradspec.assert")
 local track = require("gradspec.track")
 local registry = require("gradspec.backend")
+local family = require("gradspec.ce_family")
 
 local M = {}
+
+-- Every declared convention, in the family's op order: {op, name, check}.
+M.declared = {}
+for _, op in ipairs(family.order) do
+  for _, c in ipairs(family.ops[op].conventions or {}) do
+    M.declared[#M.declared + 1] = { op = op, name = c.name, check = c.check }
+  end
+end
 
 local function i64(values) return T.tensor(values, { dtype = "i64" }) end
 
@@ -25,92 +32,6 @@ function M.inputs()
   add("V = 1", T.randn({ 3, 1 }, { seed = 6 }), i64({ 0, 0, 0 }))
   return sets
 end
-
-local function all_close(a, b, tol)
-  local ok = pcall(A.close, a, b, tol)
-  return ok
-end
-
--- Runs an assertion; returns nil when it holds, else its message.
-local function violated(fn, ...)
-  local ok, err = pcall(fn, ...)
-  if ok then return nil end
-  return (tostring(err):gsub("^[^\n]-: assert", "assert"))
-end
-
--- The cross-entropy gradient (reduction sum) from the backward op, or from
--- the fused forward where the backend has no backward op.
-local function ce_grad(b, inp)
-  local opts = { backend = b, reduction = "sum", grad_dtype = "f32" }
-  if registry.get(b).ops.cross_entropy_backward then
-    return ops.cross_entropy_backward(inp.logits, inp.target, 1, opts)
-  end
-  opts.grad = true
-  local _, aux = ops.cross_entropy(inp.logits, inp.target, opts)
-  return aux.grad
-end
-
--- The declared conventions. check(backend, inp) returns nil or what is wrong.
-M.declared = {
-  { op = "cross_entropy", name = "loss >= 0 on every row",
-    check = function(b, inp)
-      return violated(A.all, ops.cross_entropy(inp.logits, inp.target, { backend = b, reduction = "none" }), ">=0")
-    end },
-  { op = "cross_entropy", name = "gradient rows sum to 0",
-    check = function(b, inp)
-      local g = ce_grad(b, inp)
-      return violated(A.close, g:sum(1), 0, { atol = 1e-4 })
-    end },
-  { op = "cross_entropy", name = "the target column is the only negative gradient entry",
-    check = function(b, inp)
-      local g = ce_grad(b, inp)
-      local onehot = T.one_hot(inp.target, inp.logits.cols)
-      return violated(A.all, g:mul(onehot), "<=0") or violated(A.all, g:mul(onehot:neg():add(1)), ">=0")
-    end },
-  { op = "log_probs", name = "log_probs <= 0 on every row",
-    check = function(b, inp)
-      local lp = ops.log_probs(inp.logits, inp.target, { backend = b })
-      local why = violated(A.all, lp, "<=0")
-      if why then
-        local ce = ops.cross_entropy(inp.logits, inp.target, { backend = b, reduction = "none" })
-        if all_close(lp, ce, { rtol = 1e-3, atol = 1e-3 }) then
-          return "backend " .. b .. " returns +CE where -CE is declared (log_probs equals +cross_entropy on every row)"
-        end
-      end
-      return why
-    end },
-  { op = "log_probs", name = "log_probs == -cross_entropy(reduction \"none\") per row",
-    check = function(b, inp)
-      local lp = ops.log_probs(inp.logits, inp.target, { backend = b })
-      local ce = ops.cross_entropy(inp.logits, inp.target, { backend = b, reduction = "none" })
-      local why = violated(A.close, lp, ce:neg(), { rtol = 1e-5, atol = 1e-5 })
-      if why and all_close(lp, ce, { rtol = 1e-5, atol = 1e-5 }) then
-        return "backend " .. b .. " returns +CE where -CE is declared"
-      end
-      return why
-    end },
-  { op = "log_probs_backward", name = "gradient: target column >= 0, the rest <= 0, rows sum to 0",
-    check = function(b, inp)
-      local g = ops.log_probs_backward(inp.logits, inp.target, 1, { backend = b, grad_dtype = "f32" })
-      local onehot = T.one_hot(inp.target, inp.logits.cols)
-      return violated(A.all, g:mul(onehot), ">=0") or violated(A.all, g:mul(onehot:neg():add(1)), "<=0")
-        or violated(A.close, g:sum(1), 0, { atol = 1e-4 })
-    end },
-  { op = "entropy", name = "entropy in [0, log V] on every row",
-    check = function(b, inp)
-      local h = ops.entropy(inp.logits, { backend = b })
-      local why = violated(A.in_range, h, -1e-5, math.log(inp.logits.cols) + 1e-5)
-      if why and violated(A.all, h, "<=1e-5") == nil and violated(A.all, h, ">=0") ~= nil then
-        return "backend " .. b .. " returns -entropy where entropy >= 0 is declared: " .. why
-      end
-      return why
-    end },
-  { op = "entropy_backward", name = "gradient rows sum to 0",
-    check = function(b, inp)
-      local g = ops.entropy_backward(inp.logits, 1, { backend = b, grad_dtype = "f32" })
-      return violated(A.close, g:sum(1), 0, { atol = 1e-4 })
-    end },
-}
 
 -- Checks every declared convention on every backend; returns rows of
 -- {convention, {backend -> "ok" | "FAIL" | "skip"}}, the failures, and the

@@ -36,7 +36,8 @@ local fail, need_tensor, need_device = args.fail, args.need_tensor, args.need_de
 local call = args.call
 
 local function check_opts(op, opts, level)
-  return args.check_opts(op, M.options[op], opts, level + 1)
+  local checked = args.check_opts(op, M.options[op], opts, level + 1)
+  return checked -- not a tail call: `level` counts this frame
 end
 
 -- Builds the gs_lce_args of one call and the Lua objects that must outlive it.

@@ -17,44 +17,24 @@ local ffi = gffi.ffi
 
 local M = {}
 
--- Every option each op accepts, with its default. A name not listed here is
--- an error: a typo must never be silently ignored.
-local common = {
-  backend = false, threads = 0, logit_scale = 1, softcap = 0, grad_dtype = false,
-}
-local ce_only = {
-  reduction = "mean", ignore_index = -100, weight = false, label_smoothing = 0,
-  lse_square_scale = 0,
-}
-M.options = {
-  cross_entropy = { grad = false, inplace = false, grad_output = false },
-  cross_entropy_backward = {},
-  log_probs = { ignore_index = -100 },
-  log_probs_backward = { ignore_index = -100 },
-  entropy = {},
-  entropy_backward = {},
-}
-for name, opts in pairs(M.options) do
-  for k, v in pairs(common) do opts[k] = v end
-  if name:find("^cross_entropy") then
-    for k, v in pairs(ce_only) do opts[k] = v end
-  end
-end
+local family = require("gradspec.ce_family")
 
--- How each op is called and what it returns: "forward" (loss, lse, z_loss
--- and the fused grad), "per_row" (one value per row), "backward" (grad).
-M.shape = {
-  cross_entropy = "forward", cross_entropy_backward = "backward",
-  log_probs = "per_row", log_probs_backward = "backward",
-  entropy = "per_row", entropy_backward = "backward",
-}
--- Ops that take a target.
-local has_target = { cross_entropy = true, cross_entropy_backward = true, log_probs = true, log_probs_backward = true }
+-- Every option each op accepts, with its default (ce_family.lua). A name not
+-- listed is an error: a typo must never be silently ignored.
+M.options = {}
+-- How each op is called: "forward" (loss, lse, z_loss and the fused grad),
+-- "per_row" (one value per row), "backward" (grad).
+M.shape = {}
+local has_target = {}
+for op, d in pairs(family.ops) do
+  M.options[op], M.shape[op], has_target[op] = d.options, d.shape, d.target
+end
 
 local fail, need_tensor, need_device = args.fail, args.need_tensor, args.need_device
 
 local function check_opts(op, opts, level)
-  return args.check_opts(op, M.options[op], opts, level + 1)
+  local checked = args.check_opts(op, M.options[op], opts, level + 1)
+  return checked -- not a tail call: `level` counts this frame
 end
 
 -- The checks every backend's call gets: logits, the backend's support for
@@ -71,10 +51,9 @@ local function check_inputs(op, e, logits, target, opts, level)
   local why = backend.lacks(e, op, logits.dtype, opts, M.options[op])
   if why then backend.unsupported(why, level) end
   need_device(op, "logits", logits, e.device, e.name, level)
-  if has_target[op] then
-    return args.target(op, target, logits.rows, "logits", e.device, e.name, level)
-  end
-  return nil
+  if not has_target[op] then return nil end
+  local t = args.target(op, target, logits.rows, "logits", e.device, e.name, level)
+  return t -- not a tail call: `level` counts this frame
 end
 
 local function number_opt(op, opts, key, level) return args.number_opt(op, opts, M.options[op], key, level + 1) end
