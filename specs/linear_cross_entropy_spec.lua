@@ -371,7 +371,7 @@ describe("linear_cross_entropy: bad input is an error that names it", function()
     { "an unknown backend", function() gs.linear_cross_entropy(h, W, t, { backend = "gpu" }) end,
       "backend = gpu is unknown" },
     { "a string as an option value", function() gs.linear_cross_entropy(h, W, t, { softcap = "2" }) end,
-      "softcap = 2 is not a number" },
+      'softcap = "2" is a string, expected a number' },
     { "W not a tensor", function() gs.linear_cross_entropy(h, {}, t) end, "W must be a tensor, got table" },
   }
   for _, case in ipairs(err_cases) do
