@@ -1,6 +1,7 @@
 -- The REPL: completion candidates and value printing checked directly, then
 -- whole sessions driven through a terminal (tmux) and read off its screen,
--- and stdin from a pipe run as a script.
+-- and stdin from a pipe: run as a script when it is one, else line by line
+-- as at the prompt.
 local ffi = require("ffi")
 local process = require("gradspec.process")
 local complete = require("gradspec.complete")
@@ -107,6 +108,58 @@ describe("gradspec from a pipe", function()
     assert.is_true(has(out, "stdin:2: bad value"), out)
     assert.is_true(has(out, "stack traceback:"), out)
   end)
+
+  local function piped(text)
+    return process.run("printf '%s' " .. process.quote(text) .. " | " .. process.quote(exe))
+  end
+
+  it("a script keeps its locals from line to line and prints only what it prints", function()
+    local out, code = piped("local a = 40\nlocal function inc(v) return v + 1 end\nprint(inc(a) + 1)\n")
+    assert.equal(code, 0, out)
+    assert.equal(out, "42\n")
+  end)
+
+  it("bare expressions run line by line and print their values, as at the prompt", function()
+    local out, code = piped("1 + 1\nx = 41\nx\n= x + 1\n'text'\n")
+    assert.equal(code, 0, out)
+    assert.equal(out, '2\n41\n42\n"text"\n')
+  end)
+
+  it(":help and :time run as commands, with the Lua around them", function()
+    local out, code = piped("n = 3\n:help\n:time gs.randn({n, 8})\nn * 2\n")
+    assert.equal(code, 0, out)
+    assert.is_true(has(out, "Commands:\n  :help"), out)
+    assert.is_true(has(out, "linear_cross_entropy(h, W, target, opts)"), out)
+    assert.is_true(out:find("median [%d.]+ %a+ over %d+ runs") ~= nil, out)
+    assert.is_true(out:sub(-2) == "6\n", out)
+  end)
+
+  it("a statement over several lines runs once it is complete", function()
+    local out, code = piped("function sq(v)\n  return v * v\nend\nsq(7)\n:quit\nsq(8)\n")
+    assert.equal(code, 0, out)
+    assert.equal(out, "49\n")
+  end)
+
+  it("an error names its line of the input; the lines after it still run, and the exit status is 1", function()
+    local out, code = piped("x = 1\n1 + 1\nerror('bad line')\nx + 1\n")
+    assert.equal(code, 1, out)
+    assert.is_true(has(out, "stdin:3: bad line"), out)
+    assert.is_true(has(out, "2\n"), out)
+    assert.is_true(out:sub(-2) == "2\n", out)
+  end)
+
+  it("a statement left unfinished at the end is an error, not silence", function()
+    local out, code = piped("x = 1\nfunction f()\n  return x\n")
+    assert.equal(code, 1, out)
+    assert.is_true(has(out, "the input ended inside this statement"), out)
+    assert.is_true(has(out, "'end' expected (to close 'function' at line 2)"), out)
+  end)
+
+  it("an unknown :command is an error with the exit status 1", function()
+    local out, code = piped("1\n:nosuch\n")
+    assert.equal(code, 1, out)
+    assert.is_true(has(out, "unknown command :nosuch"), out)
+  end)
 end)
 
 -- A REPL in a tmux pane: keys go in with send-keys, the screen comes back
@@ -210,6 +263,14 @@ function term:line(text, shows)
   return self:enter(shows)
 end
 
+-- Presses Ctrl-C at the prompt and waits for the fresh prompt it gives.
+function term:ctrl_c(shows)
+  local before = prompts(self:screen())
+  self:keys("C-c")
+  if shows then self:expect(shows) end
+  return self:ready(before + 1)
+end
+
 function term:pane(field)
   return (self:tmux("display-message -p -t repl '#{" .. field .. "}'"):gsub("%s+$", ""))
 end
@@ -277,6 +338,43 @@ describe("the REPL on a terminal", function()
     s = t:line("kept * 6", "\n42\n")
     assert.equal(t:pane("pane_dead"), "0", s)
   end)
+
+  -- Ctrl-C at the prompt, with libedit and with plain lines.
+  local modes = { { name = "plain lines", env = { GRADSPEC_LINEEDIT = "off" } } }
+  if os.getenv("GRADSPEC_LINEEDIT") ~= "off" and pcall(ffi.load, "libedit.so.2") then
+    table.insert(modes, 1, { name = "libedit", env = {} })
+  end
+  for _, mode in ipairs(modes) do
+    it(mode.name .. ": Ctrl-C at the prompt clears the line and the session keeps its variables", function()
+      t:start(mode.env)
+      t:line("x = 41")
+      t:type("half typed")
+      local s = t:ctrl_c("(Ctrl-C: line cleared; Ctrl-D or :quit to leave)")
+      assert.is_true(has(s, "> half typed^C\n(Ctrl-C: line cleared"), s)
+      t:ctrl_c()
+      s = t:line("= x + 1", "\n42\n")
+      assert.equal(t:pane("pane_dead"), "0", s)
+      assert.is_false(has(s, "half typed\n"), "the cleared line never ran:\n" .. s)
+    end)
+
+    it(mode.name .. ": Ctrl-C in a statement over several lines drops its lines", function()
+      t:start(mode.env)
+      t:line("function g()", ">> ")
+      t:line("return 'pending'")
+      local s = t:ctrl_c("(Ctrl-C: the unfinished statement is dropped)")
+      s = t:line("g == nil", "\ntrue\n")
+      s = t:line("function g() return 'new' end")
+      s = t:line("g()", '"new"')
+      assert.equal(t:pane("pane_dead"), "0", s)
+    end)
+
+    it(mode.name .. ": Ctrl-D after Ctrl-C still leaves, with status 0", function()
+      t:start(mode.env)
+      t:ctrl_c()
+      t:keys("C-d")
+      assert.equal(t:wait_exit(), 0, "gradspec did not end with status 0 on Ctrl-D:\n" .. t:screen())
+    end)
+  end
 
   it("a bare expression prints tensors and tables legibly", function()
     t:start()

@@ -13,12 +13,14 @@ M.LIBRARY = "libedit.so.2"
 -- (editline/readline.h). A system library, not our C API: declared here.
 local CDEF = [[
 typedef char **lineedit_completion_fn(const char *text, int start, int end);
+typedef int lineedit_getc_fn(void *stream);
 char *readline(const char *prompt);
 int add_history(const char *line);
 void stifle_history(int max);
 int read_history(const char *path);
 int write_history(const char *path);
 extern lineedit_completion_fn *rl_attempted_completion_function;
+extern lineedit_getc_fn *rl_getc_function;
 extern int rl_attempted_completion_over;
 extern const char *rl_basic_word_break_characters;
 extern char *rl_completer_word_break_characters;
@@ -74,6 +76,9 @@ local HISTORY_SIZE = 1000
 -- Points libedit at our settings, callback and history; raises if the
 -- library lacks a symbol (GRADSPEC_LINEEDIT may name another library).
 local function setup(ed, lib)
+  -- libedit reads rl_getc_function once, when it first initialises, which
+  -- the history calls below already do: it is set first.
+  if ed.getc ~= nil then lib.rl_getc_function = ffi.cast("lineedit_getc_fn *", ed.getc) end
   ed.name = ffi.new("char[?]", 9, "gradspec")
   ed.breaks = ffi.new("char[?]", #BREAK + 1, BREAK)
   lib.rl_readline_name = ed.name
@@ -109,6 +114,9 @@ end
 -- opts.history: file to read now and rewrite after each line (nil: none).
 -- opts.complete(text, at_start, line): a list of candidates, each the whole
 -- word completed; nil to let libedit complete a file name.
+-- opts.getc: a C function int (FILE *) that libedit reads each key with
+-- (nil: libedit reads the terminal itself); returning -1 ends the line
+-- with no result, as end of input does.
 -- Returns the editor (the same one on later calls), or nil and why libedit
 -- cannot be used.
 function M.open(opts)
@@ -116,14 +124,15 @@ function M.open(opts)
   if not declare() then return nil, "cannot declare the libedit functions" end
   local ok, lib = pcall(ffi.load, opts.library or M.LIBRARY)
   if not ok then return nil, tostring(lib) end
-  local ed = setmetatable({ lib = lib, history = opts.history, complete = opts.complete }, Editor)
+  local ed = setmetatable({ lib = lib, history = opts.history, complete = opts.complete, getc = opts.getc }, Editor)
   local set, err = pcall(setup, ed, lib)
   if not set then return nil, (tostring(err):gsub("^[^:]*:%d+: ", "")) end
   editor = ed
   return ed
 end
 
--- One line without its newline, or nil at end of input (Ctrl-D).
+-- One line without its newline, or nil at end of input (Ctrl-D) or when
+-- opts.getc ended the line.
 function Editor:read(prompt)
   io.stdout:flush()
   local p = self.lib.readline(prompt)

@@ -1,8 +1,22 @@
 -- The interactive REPL: line editing, history and completion when libedit is
 -- there (lineedit.lua), statements over several lines, values printed
--- legibly, errors that keep the session, and a few :commands. Without a
--- terminal, stdin runs as one script so that a pipe can drive gradspec.
+-- legibly, errors that keep the session, and a few :commands. Ctrl-C at the
+-- prompt clears the line (and an unfinished statement); Ctrl-D or :quit
+-- leaves. Without a terminal, stdin runs as one script when it is one (a
+-- valid Lua chunk without :commands), else line by line as at the prompt.
+local ffi = require("ffi")
+
 local M = {}
+
+-- The prompt's side of src/interrupt.c (host functions, not kernels: they
+-- are declared here rather than in gs_api.h's FFI boundary).
+if not pcall(function() return ffi.C.gs_prompt_getc end) then
+  ffi.cdef([[
+int gs_prompt_getc(void *stream);
+int gs_prompt_getbyte(void);
+int gs_prompt_interrupted(void);
+]])
+end
 
 -- Printing values ------------------------------------------------------------
 
@@ -104,7 +118,11 @@ local function handler(e)
   return msg .. "\nstack traceback:\n" .. table.concat(keep, "\n")
 end
 
+-- Errors reported so far: piped input exits 1 when there was any.
+local errors_reported = 0
+
 local function report_error(msg)
+  errors_reported = errors_reported + 1
   io.stdout:flush()
   io.stderr:write(msg, "\n")
 end
@@ -128,11 +146,14 @@ end
 -- "x" alone prints x: the text is tried as an expression, then as a
 -- statement. The expression is an argument of pack, not returned directly,
 -- so that a call in it is no tail call and keeps its frame in a traceback.
--- Returns f, err, and whether f is such an expression.
-local function compile(src, name)
-  local f = loadstring("local pack = ... return pack(" .. src .. "\n)", name)
+-- first_line: the line of the input src starts on (default 1), so that
+-- messages name the line of piped input. Returns f, err, and whether f is
+-- such an expression.
+local function compile(src, name, first_line)
+  local pad = string.rep("\n", (first_line or 1) - 1)
+  local f = loadstring(pad .. "local pack = ... return pack(" .. src .. "\n)", name)
   if f then return f, nil, true end
-  return loadstring(src, name)
+  return loadstring(pad .. src, name)
 end
 
 -- Lua reports a statement cut short as an error "near <eof>".
@@ -152,9 +173,11 @@ Commands:
   :time EXPR     run EXPR repeatedly and print the median time
   :reload        reload the gradspec Lua modules (variables are kept)
   :quit          leave (Ctrl-D too)
-An expression prints its value (and `_` keeps it); an unfinished statement
-continues on the next line; Tab completes globals, fields (gs.cr) and
-methods (x:). History: $GRADSPEC_HISTORY, else ~/.gradspec_history.
+An expression prints its value (and `_` keeps it; `= expr` works too); an
+unfinished statement continues on the next line; Ctrl-C clears the line
+(and an unfinished statement) and interrupts a running chunk. Tab completes
+globals, fields (gs.cr) and methods (x:). History: $GRADSPEC_HISTORY, else
+~/.gradspec_history.
 ]]
 
 -- "name(a, b, opts)" from the function's own parameter names.
@@ -324,9 +347,13 @@ local function history_path()
   return home and (home .. "/.gradspec_history") or nil
 end
 
--- The line reader: libedit when it loads, else plain io.read with a notice.
+-- The line reader: libedit when it loads, else plain lines with a notice.
 -- GRADSPEC_LINEEDIT=off turns editing off; another value names the library.
+-- Both read their keys through gs_prompt_getc/getbyte (src/interrupt.c), so
+-- that Ctrl-C at the prompt ends the read: self.read(prompt) returns the
+-- line, or nil and "interrupt" (Ctrl-C) or "eof" (Ctrl-D, end of input).
 function Session:open_input()
+  local C = ffi.C
   local choice = os.getenv("GRADSPEC_LINEEDIT")
   local ed, why
   if choice == "off" then
@@ -338,28 +365,65 @@ function Session:open_input()
       complete = function(text, at_start, line)
         return self.complete.candidates(text, self.env, at_start, line)
       end,
+      getc = C.gs_prompt_getc,
     })
   end
   if ed then
-    self.read = function(prompt) return ed:read(prompt) end
+    self.echoes_ctrl_c = false -- libedit's raw mode echoes no ^C
+    self.read = function(prompt)
+      local line = ed:read(prompt)
+      if line then return line end
+      return nil, C.gs_prompt_interrupted() ~= 0 and "interrupt" or "eof"
+    end
     self.remember = function(line) ed:remember(line) end
   else
     print("gradspec: no line editing (" .. why .. "); reading plain lines")
+    self.echoes_ctrl_c = true -- the terminal's own line editing echoes ^C
     self.read = function(prompt)
       io.write(prompt)
       io.flush()
-      return io.read("*l")
+      local parts = {}
+      while true do
+        local b = C.gs_prompt_getbyte()
+        if b == 10 then return table.concat(parts) end
+        if b < 0 then
+          if C.gs_prompt_interrupted() ~= 0 then return nil, "interrupt" end
+          if #parts > 0 then return table.concat(parts) end
+          return nil, "eof"
+        end
+        parts[#parts + 1] = string.char(b)
+      end
     end
     self.remember = function() end
   end
 end
 
+-- Ctrl-C at the prompt: the line typed so far is gone (the line reader
+-- dropped it) and so is an unfinished statement; the variables stay.
+function Session:interrupted()
+  io.write(self.echoes_ctrl_c and "\n" or "^C\n")
+  if self.buffer then
+    self.buffer = nil
+    io.write("(Ctrl-C: the unfinished statement is dropped)\n")
+  elseif not self.told_ctrl_c then
+    io.write("(Ctrl-C: line cleared; Ctrl-D or :quit to leave)\n")
+  end
+  self.told_ctrl_c = true
+  io.flush()
+end
+
 -- Feeds one line: a :command, or Lua that may continue on the next line.
-function Session:feed(line)
+-- `= expr` prints expr, as in Lua 5.1's REPL. lineno: the line's number in
+-- piped input (nil at the prompt, where every chunk is stdin:1).
+function Session:feed(line, lineno)
   if not self.buffer and line:match("^%s*:%a") then return self:command(line) end
+  if not self.buffer then
+    line = line:gsub("^%s*=", "", 1)
+    self.buffer_line = lineno
+  end
   local src = self.buffer and (self.buffer .. "\n" .. line) or line
   if not src:match("%S") then self.buffer = nil return end
-  local f, err, packed = compile(src, "=stdin")
+  local f, err, packed = compile(src, "=stdin", self.buffer_line)
   if not f and incomplete(err) then
     self.buffer = src
     return
@@ -383,25 +447,59 @@ function M.interactive()
   print("gradspec " .. s.env.gs.version .. ": Lua with the workbench as `gs`. :help lists commands and ops; Ctrl-C interrupts; Ctrl-D or :quit leaves.")
   s:open_input()
   while not s.done do
-    local line = s.read(s.buffer and ">> " or "> ")
-    if line == nil then
+    local line, why = s.read(s.buffer and ">> " or "> ")
+    if line == nil and why == "interrupt" then
+      s:interrupted()
+    elseif line == nil then
       io.write("\n")
       break
+    else
+      if line:match("%S") then s.remember(line) end
+      s:feed(line)
     end
-    if line:match("%S") then s.remember(line) end
-    s:feed(line)
   end
   return 0
 end
 
--- stdin as one script, for pipes: errors go to stderr and exit with 1.
-function M.script()
-  local env = require("gradspec.runner").spec_env()
-  local f, err = loadstring(io.read("*a"), "=stdin")
-  if not f then
-    report_error("gradspec: " .. err)
-    return 1
+-- Whether a line of piped input is a REPL command (":help", ":time x").
+local function command_line(line)
+  local name = line:match("^%s*:(%a+)")
+  return name ~= nil and COMMANDS[name] ~= nil
+end
+
+-- Piped text line by line, as typed at the prompt (no prompts): values are
+-- printed, :commands run, a statement continues over lines, an error is
+-- reported with its line and the rest still runs. Exits 1 when any line
+-- failed or a statement is unfinished at the end.
+function M.lines(text)
+  errors_reported = 0
+  local s = M.new()
+  local n = 0
+  for line in (text:gsub("\n$", "") .. "\n"):gmatch("([^\n]*)\n") do
+    n = n + 1
+    s:feed((line:gsub("\r$", "")), n)
+    if s.done then break end
   end
+  if s.buffer and not s.done then
+    local _, err = compile(s.buffer, "=stdin", s.buffer_line)
+    report_error((err or "stdin: unfinished statement") .. " (the input ended inside this statement)")
+  end
+  io.stdout:flush()
+  return errors_reported > 0 and 1 or 0
+end
+
+-- stdin from a pipe or a file: one script when it is a valid Lua chunk
+-- with no :command lines (errors go to stderr and exit with 1), else line
+-- by line as at the prompt (M.lines).
+function M.script(text)
+  text = text or io.read("*a")
+  local f, err = loadstring(text, "=stdin")
+  local commands = false
+  for line in text:gmatch("[^\n]+") do
+    if command_line(line) then commands = true break end
+  end
+  if not f or commands then return M.lines(text) end
+  local env = require("gradspec.runner").spec_env()
   local r = run(f, env)
   if not r[1] then
     report_error("gradspec: " .. r[2])
