@@ -153,6 +153,12 @@ describe("a bad option value is an error naming the op, the option and the value
     end
   end
 
+  it("the error points at the line of the call", function()
+    local call_line = debug.getinfo(1, "l").currentline + 1
+    assert.error(function() gs.cross_entropy(x, t, { grad = "yes" }) end,
+      "options_spec.lua:" .. call_line .. ': cross_entropy: grad = "yes"')
+  end)
+
   it("an unknown name is reported before a bad value of another option", function()
     assert.error(function() gs.cross_entropy(x, t, { softcap = "30", label_smothing = 0.1 }) end,
       "cross_entropy: unknown option 'label_smothing'")
