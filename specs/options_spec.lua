@@ -159,6 +159,15 @@ describe("a bad option value is an error naming the op, the option and the value
       "options_spec.lua:" .. call_line .. ': cross_entropy: grad = "yes"')
   end)
 
+  it("a grad_output argument of the backward ops is checked like the option", function()
+    assert.error(function() gs.cross_entropy_backward(x, t, "1") end,
+      'cross_entropy_backward: grad_output = "1" is a string, expected a number or a tensor')
+    assert.error(function() gs.entropy_backward(x, true) end,
+      "entropy_backward: grad_output = true is a boolean, expected a number or a tensor")
+    assert.error(function() gs.linear_cross_entropy_backward(h, W, t, { 1 }) end,
+      "linear_cross_entropy_backward: grad_output = {...} is a table, expected a number or a tensor")
+  end)
+
   it("an unknown name is reported before a bad value of another option", function()
     assert.error(function() gs.cross_entropy(x, t, { softcap = "30", label_smothing = 0.1 }) end,
       "cross_entropy: unknown option 'label_smothing'")

@@ -283,7 +283,8 @@ function M.grad_output(op, g, device, backend, level)
   if g == nil or g == false then return nil end
   local rdt = M.real_dtype[backend]
   if type(g) == "number" then return T.full({ 1 }, g, { dtype = rdt, device = device }) end
-  M.need_tensor(op, "grad_output", g, level + 1)
+  local why = M.option_rules.grad_output("grad_output", g)
+  if why then M.fail(level + 1, "%s: %s", op, why) end
   M.need_device(op, "grad_output", g, device, backend, level + 1)
   return g:to(rdt):contiguous()
 end

@@ -335,7 +335,14 @@ function Session:command(line)
   local name, arg = line:match("^%s*:(%a+)%s*(.-)%s*$")
   local fn = COMMANDS[name or ""]
   if not fn then return report_error("unknown command " .. line:match("^%s*(%S*)") .. " (:help lists them)") end
-  fn(self, arg)
+  -- Ctrl-C interrupts a command (a long :time) as it interrupts a chunk;
+  -- the "interrupted" error may come from the command's own code, so the
+  -- whole command is protected.
+  local C = ffi.C
+  if interactive then C.gs_interrupt_mode(1) end
+  local ok, e = xpcall(fn, handler, self, arg)
+  if interactive then C.gs_interrupt_mode(2) end
+  if not ok then report_error(e) end
 end
 
 -- Input ----------------------------------------------------------------------
