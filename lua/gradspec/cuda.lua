@@ -360,7 +360,8 @@ function M.compile(source_or_file, opts)
     fail(2, "%s: %s did not compile (%s):\n%s%s", fname, name, err_text(), text, extra)
   end
   return new_module(name, {
-    ptx = ptx, cubin = cubin, log = log, arch = arch or user_arch, options = options, nvrtc = version,
+    ptx = ptx, cubin = cubin, log = log, arch = arch or user_arch:match("=(.+)$") or user_arch, options = options,
+    nvrtc = version,
   })
 end
 
