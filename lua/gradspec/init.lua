@@ -40,4 +40,13 @@ gs.now = function() return gffi.C.gs_now() end
 gs.cpu_chunk = tonumber(gffi.C.gs_ce_cpu_chunk()) -- columns per chunk of the CPU kernel
 gs.cuda_available = function() return ops.cuda_unavailable_reason() == nil end
 
+-- gs.cuda (users' CUDA kernels compiled or loaded at run time) is loaded on
+-- first use, so that start-up costs nothing for those who never touch it.
+setmetatable(gs, { __index = function(t, k)
+  if k ~= "cuda" then return nil end
+  local m = require("gradspec.cuda")
+  rawset(t, "cuda", m)
+  return m
+end })
+
 return gs
