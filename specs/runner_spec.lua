@@ -12,6 +12,21 @@ local function has(out, text)
   return out:find(text, 1, true) ~= nil
 end
 
+-- gradspec run with environment variables set ("NAME=value" words).
+local function run_env(env, ...)
+  local parts = { env, process.quote(process.self_exe()), "run" }
+  for _, a in ipairs({ ... }) do parts[#parts + 1] = process.quote(a) end
+  return process.run(table.concat(parts, " "))
+end
+
+local function last_line(out) return out:match("([^\n]+)\n*$") end
+local function line_before_last(out) return out:match("([^\n]+)\n[^\n]+\n*$") end
+
+-- The failure report of the it named `name`: its block under Failures.
+local function failure_of(out, name)
+  return out:match("%d+%) " .. name:gsub("%p", "%%%0") .. "\n(.-)\n\n") or ""
+end
+
 describe("gradspec run", function()
   it("an it that asserts nothing fails, and says so", function()
     local out, code = run(F .. "mixed.lua", "--filter", "asserts nothing")
@@ -91,15 +106,16 @@ describe("crash isolation", function()
   it("a segfault fails its file with the signal and the running it; other files still run", function()
     local out, code = run(F .. "crash.lua", F .. "passing.lua")
     assert.equal(code, 1, out)
-    assert.is_true(has(out, "crashed with SIGSEGV while running 'crash dereferences NULL'"), out)
+    assert.is_true(has(out, "1) crash dereferences NULL\n   specs/fixtures/runner/crash.lua:5\n"), out)
+    assert.is_true(has(out, "crash.lua: the process crashed with SIGSEGV inside this it"), out)
     assert.is_true(has(out, "3 passed, 1 failed, 0 skipped"), out)
   end)
 
   it("a hang is killed at --timeout and named", function()
     local out, code = run(F .. "hang.lua", "--timeout", "1")
     assert.equal(code, 1, out)
-    assert.is_true(has(out, "timed out after 1 s"), out)
-    assert.is_true(has(out, "while running 'hang loops forever'"), out)
+    assert.is_true(has(out, "1) hang loops forever\n"), out)
+    assert.is_true(has(out, "the process timed out after 1 s (--timeout) inside this it"), out)
   end)
 end)
 
@@ -150,4 +166,256 @@ describe("report formats", function()
     assert.equal(code, 0, out)
     assert.is_true(has(out, "validates"), out)
   end)
+end)
+
+describe("a spec file that does not run to its end fails", function()
+  local ends = {
+    { how = "c0", reason = "the process exited with status 0 inside this it" },
+    { how = "c1", reason = "the process exited with status 1 inside this it" },
+    { how = "abort", reason = "the process crashed with SIGABRT inside this it" },
+    { how = "segv", reason = "the process crashed with SIGSEGV inside this it" },
+    { how = "kill", reason = "the process crashed with SIGKILL inside this it" },
+    { how = "hang", reason = "the process timed out after 1 s (--timeout) inside this it" },
+  }
+  for _, e in ipairs(ends) do
+    it("an end by " .. e.how .. " fails the running it and every it after it as not run", function()
+      local out, code = run_env("GRADSPEC_FIXTURE_END=" .. e.how, F .. "ends_early.lua", "--timeout", "1", "-v")
+      assert.equal(code, 1, out)
+      assert.is_true(has(out, "PASS  ends early passes first"), out)
+      assert.is_true(has(failure_of(out, "ends early ends the process"), e.reason), out)
+      for _, name in ipairs({ "ends early is never reached", "ends early is never reached either" }) do
+        assert.is_true(has(out, "FAIL  " .. name .. "\n"), out)
+        assert.is_true(has(failure_of(out, name), "not run: the file ended early ("), out)
+      end
+      assert.equal(last_line(out), "1 passed, 3 failed, 0 skipped", out)
+    end)
+  end
+
+  it("TAP and JUnit count every it of a file that ended early", function()
+    local out, code = run_env("GRADSPEC_FIXTURE_END=c0", F .. "ends_early.lua", "--output", "tap")
+    assert.equal(code, 1, out)
+    assert.is_true(has(out, "\n1..4\n"), out)
+    assert.is_true(has(out, "not ok 4 - ends early is never reached either\n"), out)
+    local path = os.tmpname()
+    run_env("GRADSPEC_FIXTURE_END=c0", F .. "ends_early.lua", "--junit", path)
+    local f = assert(io.open(path))
+    local xml = f:read("*a")
+    f:close()
+    os.remove(path)
+    assert.is_true(has(xml, 'tests="4" failures="3" errors="0" skipped="0"'), xml)
+  end)
+
+  it("an exit inside the after_each of the last it fails that it", function()
+    local out, code = run(F .. "exit_after_each.lua")
+    assert.equal(code, 1, out)
+    assert.is_true(has(failure_of(out, "exit in after_each is the last it"),
+      "the process exited with status 0 inside this it"), out)
+    assert.equal(last_line(out), "1 passed, 1 failed, 0 skipped", out)
+  end)
+
+  it("an exit while the file loads fails the file", function()
+    local out, code = run(F .. "exit_at_load.lua", F .. "passing.lua")
+    assert.equal(code, 1, out)
+    assert.is_true(has(out, "exit_at_load.lua: the process exited with status 0 while loading the file"), out)
+    assert.equal(last_line(out), "2 passed, 1 failed, 0 skipped", out)
+  end)
+
+  it("a process that ends after its last it reported, before the file finished, fails the file", function()
+    local out, code = run(F .. "ends_before_done.lua")
+    assert.equal(code, 1, out)
+    assert.is_true(has(out, "ends_before_done.lua (after the last it)"), out)
+    assert.is_true(has(out, "the process exited with status 0 after its last it, before the file finished"), out)
+    assert.equal(last_line(out), "2 passed, 1 failed, 0 skipped", out)
+  end)
+
+  it("what a spec printed before a crash reaches the output", function()
+    local out, code = run(F .. "print_then_crash.lua")
+    assert.equal(code, 1, out)
+    assert.is_true(has(out, "printed before the crash\n"), out)
+    assert.is_true(has(out, "written without a newline"), out)
+    assert.is_true(has(out, "crashed with SIGSEGV inside this it"), out)
+  end)
+end)
+
+describe("os.exit and exit() in a spec", function()
+  for _, mode in ipairs({ "isolated", "--no-isolate" }) do
+    it("os.exit in an it or a hook fails that it and the run goes on (" .. mode .. ")", function()
+      local args = { F .. "os_exit.lua", "-v" }
+      if mode ~= "isolated" then args[#args + 1] = mode end
+      local out, code = run(unpack(args))
+      assert.equal(code, 1, out)
+      assert.is_true(has(failure_of(out, "os.exit calls os.exit(0)"),
+        "os_exit.lua:5: os.exit(0) called inside this it: a spec must not end the process"), out)
+      assert.is_true(has(failure_of(out, "os.exit catches os.exit and asserts"), "os.exit(0) called inside this it"), out)
+      assert.is_true(has(failure_of(out, "os.exit reaches os.exit through require"), "os.exit(true) called inside this it"), out)
+      assert.is_true(has(failure_of(out, "os.exit in a hook never gets to its body"),
+        "before_each: specs/fixtures/runner/os_exit.lua:24: os.exit(1) called inside this it"), out)
+      assert.is_true(has(out, "PASS  os.exit runs after them"), out)
+      assert.equal(last_line(out), "1 passed, 4 failed, 0 skipped", out)
+    end)
+
+    it("os.exit while the file loads fails the file with file:line (" .. mode .. ")", function()
+      local args = { F .. "os_exit_at_load.lua", F .. "passing.lua" }
+      if mode ~= "isolated" then args[#args + 1] = mode end
+      local out, code = run(unpack(args))
+      assert.equal(code, 1, out)
+      assert.is_true(has(out, "os_exit_at_load.lua:8: os.exit(0) called while loading the file: a spec must not end the process"), out)
+      assert.equal(last_line(out), "2 passed, 1 failed, 0 skipped", out)
+    end)
+  end
+
+  it("exit() from C under --no-isolate exits non-zero and names the it", function()
+    local out, code = run_env("GRADSPEC_FIXTURE_END=c0", F .. "ends_early.lua", "--no-isolate")
+    assert.is_true(code ~= 0, out)
+    assert.is_true(has(out, "gradspec: the process exited inside 'ends early ends the process' " ..
+      "(specs/fixtures/runner/ends_early.lua:17) before the run finished (exit status 0)"), out)
+    out, code = run(F .. "exit_at_load.lua", "--no-isolate")
+    assert.is_true(code ~= 0, out)
+    assert.is_true(has(out, "inside specs/fixtures/runner/exit_at_load.lua (loading the file) before the run finished"), out)
+  end)
+end)
+
+describe("errors in hooks and at load", function()
+  it("an error in before_each or after_each fails the it with the hook's message", function()
+    local out, code = run(F .. "hook_errors.lua")
+    assert.equal(code, 1, out)
+    assert.is_true(has(failure_of(out, "before_each fails does not run its body"),
+      "before_each: specs/fixtures/runner/hook_errors.lua:4: setup broke"), out)
+    assert.is_true(has(failure_of(out, "after_each fails passes its body"),
+      "after_each: specs/fixtures/runner/hook_errors.lua:11: teardown broke"), out)
+    local both = failure_of(out, "after_each fails fails its body too")
+    assert.is_true(has(both, "hook_errors.lua:16: assert.equal: expected 2, got 1"), out)
+    assert.is_true(has(both, "after_each: specs/fixtures/runner/hook_errors.lua:11: teardown broke"), out)
+    assert.equal(last_line(out), "0 passed, 3 failed, 0 skipped", out)
+  end)
+
+  it("an error at file load fails the file with file:line, with or without a position of its own", function()
+    local out, code = run(F .. "load_runtime_error.lua", F .. "load_error_no_position.lua", F .. "load_error.lua")
+    assert.equal(code, 1, out)
+    assert.is_true(has(failure_of(out, "specs/fixtures/runner/load_runtime_error.lua (loading the file)"),
+      "load_runtime_error.lua:6\n   specs/fixtures/runner/load_runtime_error.lua:6: attempt to index local 't'"), out)
+    assert.is_true(has(failure_of(out, "specs/fixtures/runner/load_error_no_position.lua (loading the file)"),
+      "specs/fixtures/runner/load_error_no_position.lua:6: a message without a position"), out)
+    assert.is_true(has(failure_of(out, "specs/fixtures/runner/load_error.lua (loading the file)"),
+      "specs/fixtures/runner/load_error.lua:3: ')' expected near 'function'"), out)
+    assert.equal(last_line(out), "0 passed, 3 failed, 0 skipped", out)
+  end)
+end)
+
+describe("Ctrl-C", function()
+  it("SIGINT stops the children, removes the results files, says so and exits 130", function()
+    -- gradspec runs in the background with TMPDIR pointing at a fresh
+    -- directory; SIGINT goes to it once the hanging it has printed. Its
+    -- processes are found by a variable in their environment. (--timeout
+    -- bounds the hang where SIGINT does not stop it.)
+    local script = [=[
+d=$(mktemp -d); out=$(mktemp)
+GRADSPEC_SPEC_MARK="$d" TMPDIR="$d" "$GS" run specs/fixtures/runner/interrupt.lua specs/fixtures/runner/passing.lua \
+  --timeout 20 > "$out" 2>&1 &
+pid=$!
+i=0
+while ! grep -q "hanging now" "$out"; do
+  i=$((i+1)); if [ $i -gt 400 ]; then echo "NEVER STARTED"; break; fi; sleep 0.025
+done
+kill -INT $pid
+wait $pid
+echo "STATUS=$?"
+cat "$out"
+left=0
+for f in /proc/[0-9]*/environ; do
+  p=${f#/proc/}; p=${p%/environ}
+  if { tr '\0' '\n' < "$f"; } 2>/dev/null | grep -qx "GRADSPEC_SPEC_MARK=$d"; then left=$((left+1)); kill -9 "$p" 2>/dev/null; fi
+done
+echo "CHILDREN LEFT=$left"
+echo "TEMP FILES LEFT=$(ls -A "$d" | wc -l)"
+rm -rf "$d" "$out"
+]=]
+    local out = process.run("GS=" .. process.quote(process.self_exe()) .. "; " .. script)
+    assert.is_false(has(out, "NEVER STARTED"), out)
+    assert.is_true(has(out, "STATUS=130\n"), out)
+    assert.is_true(has(out, "hanging now\n"), out)
+    assert.is_true(has(out, "interrupt.lua: interrupted by SIGINT inside this it"), out)
+    assert.is_true(has(out, "\ninterrupted: SIGINT stopped the run in specs/fixtures/runner/interrupt.lua; 1 spec file not run\n" ..
+      "1 passed, 1 failed, 0 skipped\n"), out)
+    assert.is_true(has(out, "CHILDREN LEFT=0\n"), out)
+    assert.is_true(has(out, "TEMP FILES LEFT=0\n"), out)
+  end)
+end)
+
+describe("a run in which nothing ran", function()
+  it("says so just before the summary line, and --fail-if-nothing-ran exits 1", function()
+    local out, code = run(F .. "mixed.lua", "--filter", "no it has this name")
+    assert.equal(code, 0, out)
+    assert.equal(line_before_last(out), "nothing ran: every it was filtered out or skipped", out)
+    assert.equal(last_line(out), "0 passed, 0 failed, 0 skipped", out)
+    out, code = run(F .. "mixed.lua", "--filter", "is pending", "--fail-if-nothing-ran")
+    assert.equal(code, 1, out)
+    assert.equal(line_before_last(out), "nothing ran: every it was filtered out or skipped", out)
+    assert.equal(last_line(out), "0 passed, 0 failed, 1 skipped", out)
+    out, code = run(F .. "passing.lua", "--fail-if-nothing-ran")
+    assert.equal(code, 0, out)
+    assert.is_false(has(out, "nothing ran"), out)
+  end)
+
+  it("TAP output notes it as a comment before the summary line", function()
+    local out = run(F .. "mixed.lua", "--filter", "is pending", "--output", "tap")
+    assert.equal(line_before_last(out), "# nothing ran: every it was filtered out or skipped", out)
+    assert.equal(last_line(out), "0 passed, 0 failed, 1 skipped", out)
+  end)
+end)
+
+describe("gradspec run's command line", function()
+  it("--help prints the run usage and exits 0", function()
+    for _, flag in ipairs({ "--help", "-h" }) do
+      local out, code = run(flag)
+      assert.equal(code, 0, out)
+      assert.is_true(has(out, "usage: gradspec run [options] [paths...]"), out)
+      assert.is_true(has(out, "--fail-if-nothing-ran"), out)
+      assert.is_true(has(out, "--load FILE"), out)
+    end
+  end)
+
+  it("an unknown option lists the known ones", function()
+    local out, code = run("--bogus")
+    assert.equal(code, 2, out)
+    assert.is_true(has(out, "unknown option --bogus; the options are --filter --tags --exclude-tags"), out)
+  end)
+
+  it("--tags or --exclude-tags naming a tag no selected file uses is a usage error listing the known tags", function()
+    local out, code = run(F .. "mixed.lua", "--tags", "slow,slwo")
+    assert.equal(code, 2, out)
+    assert.is_true(has(out, "no selected spec file uses the tag slwo (known tags: gpuish, slow)"), out)
+    out, code = run(F .. "mixed.lua", "--exclude-tags", "cuda")
+    assert.equal(code, 2, out)
+    assert.is_true(has(out, "no selected spec file uses the tag cuda (known tags: gpuish, slow)"), out)
+    out, code = run(F .. "mixed.lua", "--tags", "gpuish", "--exclude-tags", "slow")
+    assert.equal(code, 0, out)
+  end)
+
+  it("a spec file given as a script says to use gradspec run and exits 2", function()
+    local out, code = process.gradspec({ "specs/runner_spec.lua" })
+    assert.equal(code, 2, out)
+    assert.is_true(has(out, "specs/runner_spec.lua is a spec file: use gradspec run specs/runner_spec.lua"), out)
+  end)
+
+  it("--seed reaches the child process", function()
+    local out, code = run(F .. "seed.lua", "--seed", "98765")
+    assert.equal(code, 0, out)
+    assert.is_true(has(out, "seed in the child: 98765\n"), out)
+    gs.set_seed(98765)
+    local draw = string.format("%.17g", gs.randn({ 1 }):get(0))
+    assert.is_true(has(out, "first draw: " .. draw .. "\n"), out)
+  end)
+
+  for _, mode in ipairs({ "isolated", "--no-isolate" }) do
+    it("--load and GRADSPEC_LOAD run the file once in the process that runs the specs (" .. mode .. ")", function()
+      local extra = mode == "isolated" and "" or mode
+      local out, code = run_env("", F .. "load_check.lua", "--load", F .. "load_marker.lua", extra ~= "" and extra or "-v")
+      assert.equal(code, 0, out)
+      assert.is_true(has(out, "loads in this process: 1\n"), out)
+      out, code = run_env("GRADSPEC_LOAD=" .. F .. "load_marker.lua", F .. "load_check.lua", extra ~= "" and extra or "-v")
+      assert.equal(code, 0, out)
+      assert.is_true(has(out, "loads in this process: 1\n"), out)
+    end)
+  end
 end)

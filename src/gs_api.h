@@ -53,4 +53,16 @@ void *gs_plugin_symbol(void *handle, const char *name, gs_error *err);
  * the running Lua chunk with an error, 2 ignore (at the prompt). */
 void gs_interrupt_mode(int mode);
 
+/* gradspec run (src/run_control.c). gs_run_signals: 0 default, 1 SIGINT and
+ * SIGTERM stop the run (gs_spawn_wait kills the running child), 2 the same
+ * with a note that the running it finishes first; gs_run_stopped returns the
+ * signal that stopped the run, or 0. gs_run_guard(what) makes an exit from C
+ * print what was running and exit non-zero; NULL disarms it.
+ * gs_run_temp_file creates an empty file under $TMPDIR or /tmp and returns
+ * its path (NULL on failure). */
+void gs_run_signals(int mode);
+int gs_run_stopped(void);
+void gs_run_guard(const char *what);
+const char *gs_run_temp_file(void);
+
 #endif

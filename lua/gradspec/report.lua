@@ -7,6 +7,24 @@ local function summary_line(c)
 end
 M.summary_line = summary_line
 
+-- Lines that go just before the summary line: a run that was interrupted,
+-- a run in which nothing ran. state is what runner.run returned beside the
+-- results.
+function M.notes(counts, state)
+  local notes = {}
+  if state and state.interrupted and state.interrupted ~= 0 then
+    local text = "interrupted: " .. tostring(state.signal) .. " stopped the run"
+    if state.file then text = text .. " in " .. state.file end
+    if (state.not_run or 0) > 0 then
+      text = text .. string.format("; %d spec file%s not run", state.not_run, state.not_run == 1 and "" or "s")
+    end
+    notes[#notes + 1] = { kind = "interrupted", text = text }
+  elseif counts.pass + counts.fail == 0 then
+    notes[#notes + 1] = { kind = "nothing", text = "nothing ran: every it was filtered out or skipped" }
+  end
+  return notes
+end
+
 local function ms(t) return t and string.format("%.1f ms", t * 1000) or "" end
 
 -- Progress for the text format: one line per it with -v, else one per file.
@@ -34,7 +52,8 @@ function M.text_progress(verbose, out)
     spent = spent + (rec.time or 0)
     if verbose then
       local label = ({ pass = "PASS", fail = "FAIL", skip = "SKIP" })[rec.status]
-      local extra = rec.status == "skip" and (" (" .. tostring(rec.reason) .. ")") or (" (" .. ms(rec.time) .. ")")
+      local extra = rec.status == "skip" and (" (" .. tostring(rec.reason) .. ")")
+        or (rec.time and (" (" .. ms(rec.time) .. ")") or "")
       out:write(string.format("  %s  %s%s\n", label, rec.name, extra))
       for _, w in ipairs(rec.warnings or {}) do out:write("        warning: ", w, "\n") end
       out:flush()
@@ -42,7 +61,7 @@ function M.text_progress(verbose, out)
   end, flush_file
 end
 
-function M.text_summary(results, counts, out)
+function M.text_summary(results, counts, out, notes)
   local failures, warnings, reasons, order = {}, {}, {}, {}
   for _, r in ipairs(results) do
     if r.status == "fail" then failures[#failures + 1] = r end
@@ -68,14 +87,18 @@ function M.text_summary(results, counts, out)
       out:write("   ", (tostring(r.message):gsub("\n", "\n   ")), "\n")
     end
   end
-  out:write("\n", summary_line(counts), "\n")
+  out:write("\n")
+  for _, n in ipairs(notes or {}) do out:write(n.text, "\n") end
+  out:write(summary_line(counts), "\n")
 end
 
 local function yaml_block(text)
   return "    " .. tostring(text):gsub("\n", "\n    ")
 end
 
-function M.tap(results, counts, out)
+-- TAP 13: an interrupted run ends with "Bail out!", other notes are
+-- comments.
+function M.tap(results, counts, out, notes)
   out:write("TAP version 13\n1..", #results, "\n")
   for i, r in ipairs(results) do
     local name = r.name:gsub("#", "\\#")
@@ -89,6 +112,7 @@ function M.tap(results, counts, out)
       out:write("  message: |\n", yaml_block(r.message), "\n  ...\n")
     end
   end
+  for _, n in ipairs(notes or {}) do out:write(n.kind == "interrupted" and "Bail out! " or "# ", n.text, "\n") end
   out:write(summary_line(counts), "\n")
 end
 

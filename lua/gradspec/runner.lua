@@ -40,6 +40,72 @@ function R.find_specs(paths)
   return files
 end
 
+-- The tags spec files use, found in their text without running them:
+-- "#tag" words inside string literals (names) and the strings of
+-- `tags = "a"` and `tags = { "a", "b" }` entries. Comments are skipped.
+local function tags_in_text(text, known)
+  local i, n = 1, #text
+  while true do
+    local at = text:find("[%-%[\"']", i)
+    if not at then break end
+    local c = text:sub(at, at)
+    if c == "-" then
+      if text:sub(at + 1, at + 1) == "-" then
+        local eq = text:match("^%[(=*)%[", at + 2)
+        if eq then
+          local close = text:find("]" .. eq .. "]", at + 2, true)
+          i = close and close + #eq + 2 or n + 1
+        else
+          i = (text:find("\n", at, true) or n) + 1
+        end
+      else
+        i = at + 1
+      end
+    else
+      local body, after
+      if c == "[" then
+        local eq = text:match("^%[(=*)%[", at)
+        if not eq then
+          i = at + 1
+          goto continue
+        end
+        local first = at + #eq + 2
+        local close = text:find("]" .. eq .. "]", first, true)
+        body, after = text:sub(first, (close or n + 1) - 1), close and close + #eq + 2 or n + 1
+      else
+        local j = at + 1
+        while j <= n do
+          local d = text:sub(j, j)
+          if d == "\\" then j = j + 2
+          elseif d == c or d == "\n" then break
+          else j = j + 1 end
+        end
+        body, after = text:sub(at + 1, j - 1), j + 1
+      end
+      for tag in body:gmatch("#([%w_%-]+)") do known[tag] = true end
+      local before = text:sub(math.max(1, at - 300), at - 1)
+      if before:match("tags%s*=%s*$") or before:match("tags%s*=%s*{[^{}]*$") then
+        if body:match("^[%w_%-]+$") then known[body] = true end
+      end
+      i = after
+    end
+    ::continue::
+  end
+  return known
+end
+
+function R.known_tags(files)
+  local known = {}
+  for _, path in ipairs(files) do
+    local f = io.open(path, "r")
+    if f then
+      tags_in_text(f:read("*a") or "", known)
+      f:close()
+    end
+  end
+  return known
+end
+
 local function matches_filter(name, filter)
   if not filter then return true end
   if name:find(filter, 1, true) then return true end
@@ -113,6 +179,34 @@ local current_item = nil
 -- The it running now ({file, full_name, line, tags}), or nil between its.
 function R.current_it() return current_item end
 
+-- While specs run in this process, os.exit raises an error instead of ending
+-- it: a spec that ends the process would leave a report cut short and, from
+-- os.exit(0), a green exit status. exit_note keeps the message so that an it
+-- that caught the error (pcall(os.exit)) still fails.
+local phase, exit_note = nil, nil
+local function intercepted_exit(...)
+  local args = {}
+  for i = 1, select("#", ...) do args[i] = tostring((select(i, ...))) end
+  local where = phase == "load" and "while loading the file" or "inside this it"
+  local msg = string.format("os.exit(%s) called %s: a spec must not end the process", table.concat(args, ", "), where)
+  exit_note = exit_note or msg
+  error(msg, 2)
+end
+
+-- The C exit guard (src/run_control.c), armed while a run goes on in this
+-- process and not in a child (whose parent sees that the file ended early).
+local guard_on = false
+local function guard(what)
+  if guard_on then C.gs_run_guard(what) end
+end
+
+local function is_skip(e) return type(e) == "table" and e[spec.SKIP] end
+
+local function hook_error(label, e)
+  if is_skip(e) then return e end
+  return label .. ": " .. tostring(e)
+end
+
 -- Runs one it and returns its result record.
 function R.run_it(item, options, set_running)
   local res = { ev = "result", name = item.full_name, file = item.file, line = item.line, assertions = 0 }
@@ -131,28 +225,41 @@ function R.run_it(item, options, set_running)
   track.begin()
   local t0 = C.gs_now()
   local before, after = spec.hooks(node)
+  guard(string.format("'%s' (%s:%d)", item.full_name, tostring(item.file), item.line or 0))
   set_running(true)
-  current_item = item
+  current_item, phase, exit_note = item, "it", nil
   local ok, err = true, nil
   for _, f in ipairs(before) do
     ok, err = xpcall(f, handler)
-    if not ok then break end
+    if not ok then
+      err = hook_error("before_each", err)
+      break
+    end
   end
   if ok then ok, err = xpcall(node.fn, handler) end
   for _, f in ipairs(after) do
     local ok2, err2 = xpcall(f, handler)
-    if ok and not ok2 then ok, err = ok2, err2 end
+    if not ok2 then
+      err2 = hook_error("after_each", err2)
+      -- an after_each error fails an it that passed or skipped itself, and
+      -- is added to the message of one that failed
+      if ok or is_skip(err) then ok, err = false, err2
+      elseif not is_skip(err2) then err = tostring(err) .. "\n" .. err2 end
+    end
   end
   set_running(false)
-  current_item = nil
+  local exited = exit_note
+  current_item, phase, exit_note = nil, nil, nil
   res.time = C.gs_now() - t0
   res.assertions = A.get_count()
   local records = track.finish()
-  if not ok and type(err) == "table" and err[spec.SKIP] then
+  if exited and (ok or is_skip(err)) then ok, err = false, exited end
+  if not ok and is_skip(err) then
     res.status, res.reason = "skip", err.reason
     return res
   end
   if not ok then
+    if exited and not tostring(err):find(exited, 1, true) then err = tostring(err) .. "\n" .. exited end
     res.status, res.message = "fail", err
     return res
   end
@@ -178,40 +285,81 @@ function R.spec_env()
   return env
 end
 
--- Runs one file in this process; emit(record) gets every start and result.
+local function load_failure(path, line, message)
+  return { ev = "result", status = "fail", name = path .. " (loading the file)", file = path, line = line or 0,
+    message = message, assertions = 0 }
+end
+
+-- Runs one file in this process; emit(record) gets every record, in order:
+-- "plan" (every selected it: names and lines), then "start" and "result"
+-- for each it (index = its place in the plan), then "done". A child process
+-- writes them to its results file; a missing "done" tells the parent that
+-- the file did not run to its end. --list emits "list" records instead.
 function R.run_file_here(path, options, emit)
+  guard(path .. " (loading the file)")
+  phase, exit_note = "load", nil
   local root = spec.collect(path, R.spec_env())
-  if root.load_error then
-    emit({ ev = "result", status = "fail", name = path .. " (loading the file)", file = path, line = 0,
-      message = tostring(root.load_error), assertions = 0 })
+  local exited = exit_note
+  phase, exit_note = nil, nil
+  if root.load_error or exited then
+    local message = root.load_error and tostring(root.load_error) or (path .. ": " .. exited)
+    if exited and root.load_error and not message:find(exited, 1, true) then message = message .. "\n" .. exited end
+    emit(load_failure(path, root.load_line, message))
+    emit({ ev = "done", file = path })
     return
   end
+  local items = {}
   for _, item in ipairs(spec.flatten(root)) do
-    if R.selected(item, options) then
-      if options.list then
-        local tags = {}
-        for t in pairs(item.tags) do tags[#tags + 1] = "#" .. t end
-        table.sort(tags)
-        emit({ ev = "list", name = item.full_name, file = path, line = item.line, tags = table.concat(tags, " ") })
-      else
-        emit({ ev = "start", name = item.full_name, file = path, line = item.line })
-        local res = R.run_it(item, options, root.set_running)
-        emit(res)
-        if options.fail_fast and res.status == "fail" then return end
-      end
+    if R.selected(item, options) then items[#items + 1] = item end
+  end
+  if options.list then
+    for _, item in ipairs(items) do
+      local tags = {}
+      for t in pairs(item.tags) do tags[#tags + 1] = "#" .. t end
+      table.sort(tags)
+      emit({ ev = "list", name = item.full_name, file = path, line = item.line, tags = table.concat(tags, " ") })
     end
+    emit({ ev = "done", file = path })
+    return
+  end
+  local names, lines = {}, {}
+  for k, item in ipairs(items) do names[k], lines[k] = item.full_name, item.line end
+  emit({ ev = "plan", file = path, names = names, lines = lines })
+  for k, item in ipairs(items) do
+    if C.gs_run_stopped() ~= 0 then
+      emit({ ev = "done", file = path, stopped = "interrupted" })
+      return
+    end
+    emit({ ev = "start", name = item.full_name, file = path, line = item.line, index = k })
+    local res = R.run_it(item, options, root.set_running)
+    res.index = k
+    emit(res)
+    if options.fail_fast and res.status == "fail" then
+      emit({ ev = "done", file = path, stopped = "fail-fast" })
+      return
+    end
+  end
+  emit({ ev = "done", file = path })
+end
+
+-- Files given to --load, as the child's command line repeats them.
+local function load_args(argv, options)
+  for _, f in ipairs(options.load or {}) do
+    argv[#argv + 1] = "--load"
+    argv[#argv + 1] = f
   end
 end
 
 -- The command line a child needs to repeat this run's selection on one file.
 local function child_argv(path, results_path, options)
   local argv = { ffi.string(C.gs_self_exe()), "run", "--no-isolate", "--child-results", results_path,
-    "--seed", tostring(options.seed or R.defaults.seed) }
+    "--seed", string.format("%.17g", options.seed or R.defaults.seed) }
   if options.filter then argv[#argv + 1] = "--filter"; argv[#argv + 1] = options.filter end
   local function set_arg(flag, set)
     if set and next(set) then
       local list = {}
       for t in pairs(set) do list[#list + 1] = t end
+      table.sort(list)
       argv[#argv + 1] = flag
       argv[#argv + 1] = table.concat(list, ",")
     end
@@ -221,29 +369,46 @@ local function child_argv(path, results_path, options)
   if options.strict_outputs then argv[#argv + 1] = "--strict-outputs" end
   if options.fail_fast then argv[#argv + 1] = "--fail-fast" end
   if options.list then argv[#argv + 1] = "--list" end
+  load_args(argv, options)
+  argv[#argv + 1] = "--"
   argv[#argv + 1] = path
   return argv
 end
 
--- Runs one file in a child process and replays its records; a crash or a
--- timeout becomes a failure naming the signal and the it that was running.
+local function signal_name(sig) return "SIG" .. ffi.string(C.gs_signal_name(sig)) end
+
+-- Runs one file in a child process and replays its records. Whatever the
+-- child did not report fails: the it that was running when the process
+-- ended (exit with any status, a signal, a timeout) fails with the reason,
+-- and every it after it is "not run: the file ended early". Returns the
+-- signal that interrupted the run, or 0.
 function R.run_file_isolated(path, options, emit)
-  local results_path = os.tmpname()
+  local tmp = C.gs_run_temp_file()
+  if tmp == nil then error("gradspec run: cannot create a results file under $TMPDIR or /tmp", 0) end
+  local results_path = ffi.string(tmp)
   local argv = child_argv(path, results_path, options)
   local cargv = ffi.new("const char *[?]", #argv + 1)
   for i, a in ipairs(argv) do cargv[i - 1] = a end
   local sig, timed_out = ffi.new("int[1]"), ffi.new("int[1]")
   io.stdout:flush()
   local code = C.gs_spawn_wait(cargv, options.timeout or R.defaults.timeout, sig, timed_out)
-  local last_start, finished = nil, {}
+  local stopped = C.gs_run_stopped()
+  local plan, running, done, finished, failed_any, emitted = nil, nil, nil, {}, false, {}
   local f = io.open(results_path, "r")
   if f then
     for line in f:lines() do
       local rec = serial.decode(line)
       if rec then
-        if rec.ev == "start" then last_start = rec
+        if rec.ev == "plan" then plan = rec
+        elseif rec.ev == "start" then running = rec
+        elseif rec.ev == "done" then done = rec
         else
-          if rec.ev == "result" then finished[rec.name] = true end
+          if rec.ev == "result" then
+            if rec.index then finished[rec.index] = true end
+            if running and rec.index == running.index then running = nil end
+            if rec.status == "fail" then failed_any = true end
+            emitted[rec.name] = true
+          end
           emit(rec)
         end
       end
@@ -251,25 +416,74 @@ function R.run_file_isolated(path, options, emit)
     f:close()
   end
   os.remove(results_path)
-  local crashed
+
+  local function fail(name, line, message)
+    emit({ ev = "result", status = "fail", file = path, line = line or 0, name = name, assertions = 0,
+      message = path .. ": " .. message })
+  end
+
+  if stopped ~= 0 then
+    if running then
+      fail(running.name, running.line, "interrupted by " .. signal_name(stopped) .. " inside this it")
+    end
+    return stopped
+  end
+
+  -- How the process ended, when it did not end as a finished file does:
+  -- status 1 when an it failed, 0 when none did.
+  local how
   if timed_out[0] ~= 0 then
-    crashed = string.format("timed out after %g s (--timeout)", options.timeout or R.defaults.timeout)
+    how = string.format("timed out after %g s (--timeout)", options.timeout or R.defaults.timeout)
   elseif sig[0] ~= 0 then
-    crashed = "crashed with SIG" .. ffi.string(C.gs_signal_name(sig[0]))
-  elseif code ~= 0 and code ~= 1 then
-    crashed = "exited with status " .. code
+    how = "crashed with " .. signal_name(sig[0])
+  elseif code < 0 then
+    how = "could not be started or waited for"
+  elseif not done or code ~= (failed_any and 1 or 0) then
+    how = "exited with status " .. code
   end
-  if crashed then
-    local running = last_start and not finished[last_start.name] and last_start or nil
-    emit({ ev = "result", status = "fail", file = path, line = running and running.line or 0,
-      name = running and running.name or (path .. " (process)"), assertions = 0,
-      message = string.format("%s: %s%s", path, crashed,
-        running and (" while running '" .. running.name .. "'") or "") })
+
+  if done and not how then
+    -- A finished file reports every it of its plan, unless --fail-fast
+    -- stopped it.
+    if plan and not done.stopped then
+      for k, name in ipairs(plan.names) do
+        if not finished[k] then fail(name, plan.lines[k], "not run: the child process never reported this it") end
+      end
+    end
+    return 0
   end
+  if done then
+    fail(path .. " (process)", 0, "the process " .. how .. " after the file finished")
+    return 0
+  end
+  if not plan then
+    local name = path .. " (loading the file)"
+    if emitted[name] then name = path .. " (process)" end
+    fail(name, 0, "the process " .. how .. " while loading the file")
+    return 0
+  end
+  local cause, missing = nil, 0
+  for k, name in ipairs(plan.names) do
+    if not finished[k] then
+      missing = missing + 1
+      if running and running.index == k then
+        fail(name, plan.lines[k], "the process " .. how .. " inside this it")
+        cause = "the process " .. how .. " inside '" .. name .. "'"
+      else
+        fail(name, plan.lines[k], "not run: the file ended early (" .. (cause or ("the process " .. how .. " before this it")) .. ")")
+      end
+    end
+  end
+  if missing == 0 then
+    fail(path .. " (after the last it)", 0, "the process " .. how .. " after its last it, before the file finished")
+  end
+  return 0
 end
 
--- Runs every file; returns the list of results. on_record sees each record
--- as it arrives (the text reporter prints progress from it).
+-- Runs every file; returns the list of results and what stopped the run
+-- early ({interrupted = signal number or 0, file = the file it stopped in,
+-- not_run = files never started}). on_record sees each record as it arrives
+-- (the text reporter prints progress from it).
 function R.run(files, options, on_record)
   local results = {}
   local function emit(rec)
@@ -281,12 +495,39 @@ function R.run(files, options, on_record)
     if rec.status == "fail" then failed = true end
     emit(rec)
   end
-  for _, path in ipairs(files) do
-    if options.isolate then R.run_file_isolated(path, options, watch)
-    else R.run_file_here(path, options, watch) end
-    if failed and options.fail_fast then break end
-  end
-  return results
+  local state = { interrupted = 0, not_run = 0 }
+  local in_process, parent = not options.isolate, not options.child_results
+  local real_exit = os.exit
+  if in_process then os.exit = intercepted_exit end
+  guard_on = in_process and parent
+  -- SIGINT and SIGTERM stop the run; a child leaves them to its parent.
+  if parent then C.gs_run_signals(in_process and 2 or 1) end
+  local ok, err = xpcall(function()
+    for i, path in ipairs(files) do
+      local stopped = C.gs_run_stopped()
+      if stopped ~= 0 then
+        state.interrupted, state.not_run = stopped, #files - i + 1
+        break
+      end
+      if options.isolate then stopped = R.run_file_isolated(path, options, watch)
+      else
+        R.run_file_here(path, options, watch)
+        stopped = C.gs_run_stopped()
+      end
+      if stopped ~= 0 then
+        state.interrupted, state.file, state.not_run = stopped, path, #files - i
+        break
+      end
+      if failed and options.fail_fast then break end
+    end
+  end, debug.traceback)
+  guard(nil)
+  guard_on = false
+  if in_process then os.exit = real_exit end
+  if parent then C.gs_run_signals(0) end
+  if not ok then error(err, 0) end
+  if state.interrupted ~= 0 then state.signal = signal_name(state.interrupted) end
+  return results, state
 end
 
 function R.counts(results)

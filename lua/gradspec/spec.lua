@@ -39,8 +39,48 @@ local function caller_line()
   return info and info.currentline or 0
 end
 
+-- An error raised while loading a spec file, already given its place and
+-- traceback by the innermost handler (a describe body inside the file).
+local LoadError = {}
+
+-- The line of the innermost stack frame that runs the file `path`.
+local function line_in(path, level)
+  local source = "@" .. path
+  for l = level, 200 do
+    local info = debug.getinfo(l, "Sl")
+    if not info then break end
+    if info.source == source and info.currentline and info.currentline > 0 then return info.currentline end
+  end
+  return nil
+end
+
+-- The message of an error raised while loading `path`, always starting with
+-- path:line (error(msg, 0), error(table) and errors inside the workbench say
+-- where in the file they came from), with a traceback.
+local function load_error(path, e)
+  if type(e) == "table" and getmetatable(e) == LoadError then return e end
+  local text = tostring(e)
+  local line = tonumber(text:match("^" .. path:gsub("%p", "%%%0") .. ":(%d+):"))
+  if not line then
+    line = line_in(path, 3)
+    if line then text = string.format("%s:%d: %s", path, line, text) end
+  end
+  -- the traceback keeps the file's frames and the workbench's, not the
+  -- loader's own (spec.lua, runner.lua, cli.lua, xpcall)
+  local keep = {}
+  for frame in debug.traceback("", 3):gmatch("[^\n]+") do
+    if frame:match("%S") and not frame:find("^stack traceback:") and not frame:find("gradspec/spec%.lua")
+      and not frame:find("gradspec/runner%.lua") and not frame:find("gradspec/cli%.lua")
+      and not frame:find("%[C%]: in function 'xpcall'") and not frame:find("%[C%]: in function 'error'") then
+      keep[#keep + 1] = frame
+    end
+  end
+  return setmetatable({ text = text .. "\nstack traceback:\n" .. table.concat(keep, "\n"), line = line }, LoadError)
+end
+
 -- Loads one spec file and returns its root node. Errors while loading
--- (syntax, a failing top-level statement) come back as root.load_error.
+-- (syntax, a failing top-level statement) come back as root.load_error, a
+-- message that starts with path:line, and root.load_line.
 function M.collect(path, env_base)
   local root = new_node("file", path, nil, nil, nil, 0)
   root.file = path
@@ -55,7 +95,10 @@ function M.collect(path, env_base)
     local node = new_node("describe", name, opts, fn, top(), caller_line())
     table.insert(top().children, node)
     stack[#stack + 1] = node
-    local ok, err = pcall(fn)
+    local ok, err = xpcall(fn, function(e)
+      local le = load_error(path, e) -- not a tail call: that would drop the erring frame
+      return le
+    end)
     stack[#stack] = nil
     if not ok then error(err, 0) end
   end
@@ -88,11 +131,15 @@ function M.collect(path, env_base)
   local chunk, err = loadfile(path)
   if not chunk then
     root.load_error = err
+    root.load_line = tonumber(tostring(err):match(":(%d+):"))
     return root
   end
   setfenv(chunk, env)
-  local ok, lerr = xpcall(chunk, function(e) return debug.traceback(tostring(e), 2) end)
-  if not ok then root.load_error = lerr end
+  local ok, lerr = xpcall(chunk, function(e)
+    local le = load_error(path, e)
+    return le
+  end)
+  if not ok then root.load_error, root.load_line = lerr.text, lerr.line end
   return root
 end
 
