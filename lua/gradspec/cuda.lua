@@ -45,7 +45,7 @@ local M = {}
 -- A NULL device pointer, for a "ptr" parameter that takes none.
 M.null = ffi.cast("void *", nil)
 
-local ST_OK, ST_ARG, ST_NO_DEVICE = 0, 2, 6
+local ST_OK, ST_ARG = 0, 2 -- gs_status: GS_OK, GS_ERR_ARG
 local LOST = "the CUDA context is lost; the rest of this spec file cannot use the GPU"
 
 local err = ffi.new("gs_error")
@@ -624,7 +624,7 @@ function Kernel:launch(grid, block, opts, ...)
   if sync then
     inflight, last_async = {}, nil
   else
-    inflight[#inflight + 1] = { ... }
+    inflight[#inflight + 1] = { self, ... } -- the kernel keeps its module loaded
     last_async = self.name
   end
 end
