@@ -92,10 +92,11 @@ static int load_nvrtc(void) {
     const char *cuda_home = getenv("CUDA_HOME");
     const char *dirs[] = {"", home, "/usr/local/cuda/lib64/", "/usr/local/cuda/targets/x86_64-linux/lib/"};
     if (cuda_home && *cuda_home) snprintf(home, sizeof home, "%s/lib64/", cuda_home);
-    const char *names[] = {"libnvrtc.so.13", "libnvrtc.so"};
+    /* CUDA 12's NVRTC will do too: its PTX loads on CUDA 12 and 13 drivers. */
+    const char *names[] = {"libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"};
     for (size_t d = 0; d < sizeof dirs / sizeof dirs[0] && !nv.lib; d++) {
       if (d == 1 && !home[0]) continue;
-      for (size_t k = 0; k < 2 && !nv.lib; k++) {
+      for (size_t k = 0; k < sizeof names / sizeof names[0] && !nv.lib; k++) {
         char path[600];
         snprintf(path, sizeof path, "%s%s", dirs[d], names[k]);
         nv.lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);

@@ -17,8 +17,9 @@ typedef struct gs_cu_module gs_cu_module;     /* a CUmodule */
 typedef struct gs_cu_function gs_cu_function; /* a CUfunction */
 
 /* NVRTC. GRADSPEC_NVRTC names the library to load (nothing else is tried
- * then); otherwise libnvrtc.so.13, libnvrtc.so, and the same names under
- * $CUDA_HOME/lib64 and /usr/local/cuda. GS_ERR_CUDA says why it is missing. */
+ * then); otherwise libnvrtc.so.13, libnvrtc.so.12, libnvrtc.so, and the same
+ * names under $CUDA_HOME/lib64 and /usr/local/cuda. GS_ERR_CUDA says why it
+ * is missing. */
 gs_status gs_cu_nvrtc_version(int *major, int *minor, gs_error *err);
 /* The file NVRTC was loaded from ("" before it is loaded). */
 const char *gs_cu_nvrtc_path(void);
