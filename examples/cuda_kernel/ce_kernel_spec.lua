@@ -11,6 +11,9 @@ local process = require("gradspec.process")
 
 local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 if not gs.backend.get("cuda_example") then dofile(here .. "register.lua") end
+-- The kernel is compiled with NVRTC: without it every describe is skipped.
+local nvrtc, nvrtc_why = (gs.cuda or require("gradspec.cuda")).nvrtc_version()
+local no_nvrtc = "NVRTC is not available: " .. tostring(nvrtc_why)
 
 local inf, nan = math.huge, 0 / 0
 local both = { backends = { "ref", "cuda_example" } }
@@ -46,6 +49,7 @@ local function inputs(n, v, seed, opts)
 end
 
 describe("cuda_example against the reference #cuda", function()
+  skip_if(nvrtc == nil, no_nvrtc)
   for _, reduction in ipairs({ "mean", "sum", "none" }) do
     it("ordinary logits, reduction " .. reduction, function()
       local x, t = inputs(16, 1000, 1)
@@ -116,6 +120,7 @@ describe("cuda_example against the reference #cuda", function()
 end)
 
 describe("cuda_example log_probs #cuda", function()
+  skip_if(nvrtc == nil, no_nvrtc)
   it("agrees with ref, is <= 0 and is -cross_entropy per row", function()
     local x, t = inputs(12, 100, 10, { std = 5 })
     assert.backends_agree("log_probs", { logits = x, target = t }, {}, both)
@@ -128,6 +133,7 @@ describe("cuda_example log_probs #cuda", function()
 end)
 
 describe("cuda_example errors #cuda", function()
+  skip_if(nvrtc == nil, no_nvrtc)
   it("a target outside [0, V) is an error naming the row and the value", function()
     local x = gs.randn({ 4, 5 }, { device = "cuda" })
     local t = i64({ 0, 1, 7, 2 }):to("cuda")
@@ -140,6 +146,7 @@ end)
 -- Each planted bug, compiled in by GS_EXAMPLE_BUG, must fail this file:
 -- specs that pass a kernel with these bugs would prove nothing.
 describe("the planted bugs #cuda", function()
+  skip_if(nvrtc == nil, no_nvrtc)
   skip_if(os.getenv("GS_EXAMPLE_BUG") ~= nil, "runs only without a planted bug")
   local expect = {
     sign = "disagrees with ref on grad",
