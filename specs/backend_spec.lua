@@ -80,10 +80,12 @@ describe("a Lua backend", function()
     local xs = gs.randn({ 3, 6 }, { seed = 11 })
     local ts = i64({ 0, 5, 2 })
     local f = function(z) return gs.cross_entropy(z, ts, { backend = "ref", softcap = 4, reduction = "sum" }) end
-    local _, aux = gs.cross_entropy(xs, ts, { backend = "good", grad = true, softcap = 4, reduction = "sum" })
-    gs.gradcheck(f, xs, aux.grad, { rtol = 1e-4, atol = 1e-6 })
-    local _, bad = gs.cross_entropy(xs, ts, { backend = "nochain", grad = true, softcap = 4, reduction = "sum" })
-    assert.error(function() gs.gradcheck(f, xs, bad.grad, { rtol = 1e-4, atol = 1e-6 }) end,
+    local o = { softcap = 4, reduction = "sum" }
+    o.backend = "good"
+    gs.gradcheck(f, xs, gs.cross_entropy_backward(xs, ts, 1, o), { rtol = 1e-4, atol = 1e-6 })
+    o.backend = "nochain"
+    local bad = gs.cross_entropy_backward(xs, ts, 1, o)
+    assert.error(function() gs.gradcheck(f, xs, bad, { rtol = 1e-4, atol = 1e-6 }) end,
       "the gradient disagrees with central finite differences")
   end)
 end)
@@ -129,5 +131,30 @@ describe("gradspec conventions --load", function()
     local out, code = process.gradspec({ "conventions", "--help" })
     assert.equal(code, 0, out)
     assert.is_true(has(out, "usage: gradspec conventions"), out)
+  end)
+end)
+
+describe("gradspec mutate --backend", function()
+  local load = F .. "lua_backends.lua"
+
+  it("kills every perturbation of a user backend with a suite that checks values", function()
+    local out, code = process.gradspec({ "mutate", "--backend", "good", "--load", load, F .. "suite.lua" })
+    assert.equal(code, 0, out)
+    assert.is_true(has(out, "kill rate: 12 of 12 perturbations of good killed"), out)
+    assert.is_true(has(out, "log_probs_plus           killed    good log_probs agrees with the reference"), out)
+  end)
+
+  it("names what a weak suite lets through, and exits 1", function()
+    local out, code = process.gradspec({ "mutate", "--backend", "good", "--load", load, F .. "weak.lua" })
+    assert.equal(code, 1, out)
+    assert.is_true(has(out, "grad_sign                SURVIVED  nothing noticed: gradient sign flipped"), out)
+    assert.is_true(has(out, "log_probs_plus           SURVIVED  not reached: no spec ran good where this applies"), out)
+    assert.is_true(has(out, "nan_one                  killed"), out)
+  end)
+
+  it("an unknown backend is a usage error naming the registered ones", function()
+    local out, code = process.gradspec({ "mutate", "--backend", "mine", "--load", load, F .. "weak.lua" })
+    assert.equal(code, 2, out)
+    assert.is_true(has(out, "--backend: mine is not a registered backend (registered: ref, cpu, cuda, good"), out)
   end)
 end)

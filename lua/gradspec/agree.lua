@@ -3,6 +3,7 @@
 local ops = require("gradspec.ops")
 local A = require("gradspec.assert")
 local backend = require("gradspec.backend")
+local track = require("gradspec.track")
 
 local M = {}
 
@@ -48,7 +49,8 @@ local function outputs_on(name, op, inputs, opts)
   if why then return nil, name .. ": " .. why end
   local x = inputs.logits:to(e.device)
   if opts and opts.inplace then x = x:clone() end
-  local ok, out = pcall(ops.run, op, x, on(e.device, inputs.target), on(e.device, inputs.grad_output),
+  -- untracked: this assertion consumes every output it makes itself
+  local ok, out = pcall(track.untracked, ops.run, op, x, on(e.device, inputs.target), on(e.device, inputs.grad_output),
     copy_opts(opts, name, e.device), 1)
   if ok then return out end
   if backend.is_unsupported(out) then return nil, out.reason end
