@@ -10,7 +10,9 @@
 # Every log goes to ${OUT:-gpu-results}/. BENCH_ARGS adds benchmark options
 # (--sweep, --reps N); SPECS_TIMEOUT, CHECK_TIMEOUT, BENCH_TIMEOUT and
 # SANITIZER_TIMEOUT bound each step (seconds). RACECHECK=1 adds a racecheck
-# pass over the check cases whose names contain RACECHECK_FILTER.
+# pass over the check cases whose names contain RACECHECK_FILTER. RUN_BENCH=0
+# leaves out the benchmarks and their --check runs (the specs, the users'
+# kernel checks and the specs' memcheck still run).
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 BUILD=${1:-build-gpu}
@@ -60,14 +62,48 @@ else
   note "gradspec specs skipped: $BUILD/gradspec or specs/*_spec.lua missing"
 fi
 
+if [ -x "$BUILD/gradspec" ] && [ -d examples/cuda_kernel ]; then
+  # A user's CUDA kernel (compiled with NVRTC, launched through the driver
+  # API) as a backend: its specs, the conventions on every backend, and the
+  # black-box mutants of it against its own specs.
+  EX=examples/cuda_kernel
+  run_step "user kernel: $EX specs" user_kernel.log timeout "${SPECS_TIMEOUT:-300}" \
+    "$BUILD/gradspec" run "$EX/ce_kernel_spec.lua" -v
+  grep -E '^[0-9]+ passed' "$OUT/user_kernel.log" | tee -a "$SUMMARY"
+  run_step "conventions (every backend, cuda_example included)" conventions.log \
+    timeout "${SPECS_TIMEOUT:-300}" "$BUILD/gradspec" conventions --load "$EX/register.lua"
+  tail -n 1 "$OUT/conventions.log" | tee -a "$SUMMARY"
+  run_step "mutate --backend cuda_example" mutate_user_kernel.log timeout "${SPECS_TIMEOUT:-300}" \
+    "$BUILD/gradspec" mutate --backend cuda_example --load "$EX/register.lua" "$EX/ce_kernel_spec.lua"
+  grep -E '^kill rate' "$OUT/mutate_user_kernel.log" | tee -a "$SUMMARY"
+fi
+
+SAN=/usr/local/cuda/bin/compute-sanitizer
+command -v compute-sanitizer >/dev/null && SAN=$(command -v compute-sanitizer)
+if [ -x "$SAN" ] && [ -x "$BUILD/gradspec" ]; then
+  # The cuda specs in one process (--no-isolate) so the sanitizer sees
+  # every launch; the 8 GiB offset spec (#big) is left out for time.
+  # Spec files named one by one: the runner then starts no helper
+  # process, which the sanitizer would follow. GRADSPEC_JIT=off: under the
+  # sanitizer, LuaJIT's compiled traces end the process.
+  run_step "compute-sanitizer memcheck (gradspec cuda specs)" memcheck_specs.log \
+    env GRADSPEC_JIT=off timeout "${SANITIZER_TIMEOUT:-240}" "$SAN" --tool memcheck --error-exitcode 3 \
+    --target-processes application-only \
+    "$BUILD/gradspec" run specs/*_spec.lua --tags cuda --exclude-tags big --no-isolate -v
+  grep -E 'ERROR SUMMARY|^[0-9]+ passed' "$OUT/memcheck_specs.log" | tee -a "$SUMMARY"
+fi
+
+if [ "${RUN_BENCH:-1}" = 0 ]; then
+  note "RUN_BENCH=0: benchmarks left out"
+  BENCH=/nonexistent
+fi
+
 if [ -x "$BENCH" ]; then
   run_step "bench --check" check.log timeout "${CHECK_TIMEOUT:-600}" "$BENCH" --check
   grep -E '^check:' "$OUT/check.log" | tee -a "$SUMMARY"
   grep -E '^FAIL' "$OUT/check.log" | head -40 | tee -a "$SUMMARY"
   # shellcheck disable=SC2086
   run_step "benchmark" bench.log timeout "${BENCH_TIMEOUT:-600}" "$BENCH" ${BENCH_ARGS:-}
-  SAN=/usr/local/cuda/bin/compute-sanitizer
-  command -v compute-sanitizer >/dev/null && SAN=$(command -v compute-sanitizer)
   if [ -x "$SAN" ]; then
     # The 8 GiB offset check is left out: under memcheck it would take minutes.
     run_step "compute-sanitizer memcheck (--check --no-big)" memcheck.log \
@@ -79,18 +115,6 @@ if [ -x "$BENCH" ]; then
         --filter "${RACECHECK_FILTER:-V=4099}"
       grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|^check:' "$OUT/racecheck.log" | tee -a "$SUMMARY"
     fi
-    if [ -x "$BUILD/gradspec" ]; then
-      # The cuda specs in one process (--no-isolate) so the sanitizer sees
-      # every launch; the 8 GiB offset spec (#big) is left out for time.
-      # Spec files named one by one: the runner then starts no helper
-      # process, which the sanitizer would follow. GRADSPEC_JIT=off: under the
-      # sanitizer, LuaJIT's compiled traces end the process.
-      run_step "compute-sanitizer memcheck (gradspec cuda specs)" memcheck_specs.log \
-        env GRADSPEC_JIT=off timeout "${SANITIZER_TIMEOUT:-240}" "$SAN" --tool memcheck --error-exitcode 3 \
-        --target-processes application-only \
-        "$BUILD/gradspec" run specs/*_spec.lua --tags cuda --exclude-tags big --no-isolate -v
-      grep -E 'ERROR SUMMARY|^[0-9]+ passed' "$OUT/memcheck_specs.log" | tee -a "$SUMMARY"
-    fi
   else
     note "compute-sanitizer not found: memcheck skipped"
   fi
@@ -99,7 +123,7 @@ else
 fi
 
 LCE="$BUILD/bench_linear_cross_entropy_cuda"
-if [ -x "$LCE" ]; then
+if [ -x "$LCE" ] && [ "${RUN_BENCH:-1}" != 0 ]; then
   run_step "linear cross entropy --check" lce_check.log timeout "${CHECK_TIMEOUT:-600}" "$LCE" --check
   run_step "linear cross entropy benchmark" lce_bench.log timeout "${BENCH_TIMEOUT:-600}" "$LCE"
 else
