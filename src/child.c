@@ -1,5 +1,7 @@
 /* Runs a child process with a time limit and reports how it ended, so the
- * runner can isolate each spec file: a crash or a hang fails that file only. */
+ * runner can isolate each spec file: a crash or a hang fails that file only.
+ * The child gets its own process group and dies with this process; a run
+ * stopped by SIGINT or SIGTERM (src/run_control.c) kills it at once. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
