@@ -110,6 +110,12 @@ describe("a user backend in a spec file", function()
     assert.is_true(has(o, "SKIP  a user backend is skipped where it lacks a dtype (good: no bf16 logits)"), o)
     assert.is_true(has(o, "no backend to compare with ref: good: no lse_square_scale"), o)
   end)
+
+  it("a check that ran on some backends passes and lists the ones skipped, with the reason", function()
+    local o = run()
+    assert.is_true(has(o, "PASS  backends_agree over every registered backend compares those that can take the call"), o)
+    assert.is_true(has(o, "Skipped for some backends (the its ran on the others):\n  1: backends_agree(cross_entropy) skipped good: no label_smoothing"), o)
+  end)
 end)
 
 describe("gradspec conventions --load", function()

@@ -56,6 +56,7 @@ function M.text_progress(verbose, out)
         or (rec.time and (" (" .. ms(rec.time) .. ")") or "")
       out:write(string.format("  %s  %s%s\n", label, rec.name, extra))
       for _, w in ipairs(rec.warnings or {}) do out:write("        warning: ", w, "\n") end
+      for _, n in ipairs(rec.notes or {}) do out:write("        ", n, "\n") end
       out:flush()
     end
   end, flush_file
@@ -63,6 +64,7 @@ end
 
 function M.text_summary(results, counts, out, notes)
   local failures, warnings, reasons, order = {}, {}, {}, {}
+  local partial, partial_order = {}, {}
   for _, r in ipairs(results) do
     if r.status == "fail" then failures[#failures + 1] = r end
     if r.status == "skip" then
@@ -71,10 +73,18 @@ function M.text_summary(results, counts, out, notes)
       reasons[reason] = reasons[reason] + 1
     end
     for _, w in ipairs(r.warnings or {}) do warnings[#warnings + 1] = r.name .. ": " .. w end
+    for _, n in ipairs(r.notes or {}) do
+      if not partial[n] then partial_order[#partial_order + 1] = n; partial[n] = 0 end
+      partial[n] = partial[n] + 1
+    end
   end
   if #order > 0 then
     out:write("\nSkipped:\n")
     for _, reason in ipairs(order) do out:write(string.format("  %d: %s\n", reasons[reason], reason)) end
+  end
+  if #partial_order > 0 then
+    out:write("\nSkipped for some backends (the its ran on the others):\n")
+    for _, n in ipairs(partial_order) do out:write(string.format("  %d: %s\n", partial[n], n)) end
   end
   if #warnings > 0 then
     out:write("\nWarnings:\n")
