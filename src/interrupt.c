@@ -5,12 +5,19 @@
  * JIT compiled checks no hooks) ends the process as usual.
  *
  * At the prompt (mode 2) Ctrl-C clears the line being typed, as in Python's
- * REPL: the handler only raises a flag, and the REPL reads its keys through
- * gs_prompt_getc (libedit's rl_getc_function, or the plain line reader),
- * which sees the flag, or the read that the signal cut short, and answers
- * -1: the line reader returns no line, and gs_prompt_interrupted() tells
- * the REPL that this was Ctrl-C and not end of input (Ctrl-D). */
+ * REPL: the handler raises a flag and writes a byte to a pipe, and the REPL
+ * reads its keys through gs_prompt_getc (libedit's rl_getc_function, or the
+ * plain line reader), which waits on the terminal and the pipe together and
+ * answers -1 once the pipe has the byte: the line reader returns no line,
+ * and gs_prompt_interrupted() tells the REPL that this was Ctrl-C and not
+ * end of input (Ctrl-D). The pipe, not the read that the signal cuts short,
+ * is what wakes the reader: a process-directed SIGINT may run its handler on
+ * any thread (OpenBLAS starts several), and then the main thread's read is
+ * not interrupted at all. */
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdatomic.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include <signal.h>
@@ -25,7 +32,10 @@
 
 static lua_State *host_state;
 static volatile sig_atomic_t pending;
-static volatile sig_atomic_t prompt_interrupted;
+/* Set by the prompt's handler, possibly on another thread: a lock-free
+ * atomic, which a signal handler may write. */
+static atomic_int prompt_interrupted;
+static int wake_pipe[2] = {-1, -1};
 
 void gs_host_set_lua_state(lua_State *L) { host_state = L; }
 
@@ -51,7 +61,20 @@ static void on_sigint(int sig) {
 
 static void on_prompt_sigint(int sig) {
   (void)sig;
-  prompt_interrupted = 1;
+  int saved = errno;
+  atomic_store(&prompt_interrupted, 1);
+  if (wake_pipe[1] >= 0) {
+    ssize_t ignored = write(wake_pipe[1], "", 1);
+    (void)ignored;
+  }
+  errno = saved;
+}
+
+static void drain_wake_pipe(void) {
+  char buf[64];
+  if (wake_pipe[0] < 0) return;
+  while (read(wake_pipe[0], buf, sizeof buf) > 0) {
+  }
 }
 
 /* Without SA_RESTART, so that a read waiting for a key returns EINTR. */
@@ -65,8 +88,15 @@ static void install(void (*fn)(int)) {
 }
 
 void gs_interrupt_mode(int mode) {
+  if (mode == 2 && wake_pipe[0] < 0 && pipe(wake_pipe) == 0) {
+    for (int i = 0; i < 2; i++) {
+      fcntl(wake_pipe[i], F_SETFL, fcntl(wake_pipe[i], F_GETFL) | O_NONBLOCK);
+      fcntl(wake_pipe[i], F_SETFD, FD_CLOEXEC);
+    }
+  }
   pending = 0;
-  prompt_interrupted = 0;
+  atomic_store(&prompt_interrupted, 0);
+  drain_wake_pipe();
   if (host_state) lua_sethook(host_state, NULL, 0, 0);
   if (mode == 1) install(on_sigint);
   else if (mode == 2) install(on_prompt_sigint);
@@ -74,8 +104,8 @@ void gs_interrupt_mode(int mode) {
 }
 
 int gs_prompt_interrupted(void) {
-  int was = prompt_interrupted;
-  prompt_interrupted = 0;
+  int was = atomic_exchange(&prompt_interrupted, 0);
+  drain_wake_pipe();
   return was;
 }
 
@@ -84,20 +114,30 @@ int gs_prompt_interrupted(void) {
  * stdio buffer holds back what was typed. */
 static int read_byte(int fd) {
   for (;;) {
-    if (prompt_interrupted) return -1;
+    if (atomic_load(&prompt_interrupted)) return -1;
+    struct pollfd p[2] = {{.fd = fd, .events = POLLIN}, {.fd = wake_pipe[0], .events = POLLIN}};
+    int ready = poll(p, wake_pipe[0] >= 0 ? 2 : 1, -1);
+    if (ready < 0) {
+      if (errno == EINTR) continue; /* the flag is checked at the top */
+      return -1;
+    }
+    if (wake_pipe[0] >= 0 && (p[1].revents & POLLIN)) {
+      atomic_store(&prompt_interrupted, 1);
+      return -1;
+    }
+    if (!p[0].revents) continue;
     unsigned char c;
     ssize_t n = read(fd, &c, 1);
     if (n == 1) {
       /* Ctrl-C as a byte: the terminal's ISIG is off, no signal will come. */
       if (c == 3) {
-        prompt_interrupted = 1;
+        atomic_store(&prompt_interrupted, 1);
         return -1;
       }
       return c;
     }
     if (n == 0) return -1;
-    if (errno != EINTR || prompt_interrupted) return -1;
-    /* another signal (a window resize): read on */
+    if (errno != EINTR && errno != EAGAIN) return -1;
   }
 }
 

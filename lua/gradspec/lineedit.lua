@@ -21,6 +21,7 @@ int read_history(const char *path);
 int write_history(const char *path);
 extern lineedit_completion_fn *rl_attempted_completion_function;
 extern lineedit_getc_fn *rl_getc_function;
+extern int rl_catch_signals;
 extern int rl_attempted_completion_over;
 extern const char *rl_basic_word_break_characters;
 extern char *rl_completer_word_break_characters;
@@ -76,9 +77,15 @@ local HISTORY_SIZE = 1000
 -- Points libedit at our settings, callback and history; raises if the
 -- library lacks a symbol (GRADSPEC_LINEEDIT may name another library).
 local function setup(ed, lib)
-  -- libedit reads rl_getc_function once, when it first initialises, which
-  -- the history calls below already do: it is set first.
-  if ed.getc ~= nil then lib.rl_getc_function = ffi.cast("lineedit_getc_fn *", ed.getc) end
+  -- libedit reads rl_getc_function and rl_catch_signals once, when it
+  -- first initialises, which the history calls below already do: they are
+  -- set first. A caller that reads the keys handles SIGINT itself (as
+  -- Python's REPL does); libedit's own handler would raise SIGINT a second
+  -- time, for the whole process group, from inside the first.
+  if ed.getc ~= nil then
+    lib.rl_getc_function = ffi.cast("lineedit_getc_fn *", ed.getc)
+    lib.rl_catch_signals = 0
+  end
   ed.name = ffi.new("char[?]", 9, "gradspec")
   ed.breaks = ffi.new("char[?]", #BREAK + 1, BREAK)
   lib.rl_readline_name = ed.name
@@ -116,7 +123,8 @@ end
 -- word completed; nil to let libedit complete a file name.
 -- opts.getc: a C function int (FILE *) that libedit reads each key with
 -- (nil: libedit reads the terminal itself); returning -1 ends the line
--- with no result, as end of input does.
+-- with no result, as end of input does. With it, libedit leaves the
+-- signals to the caller (rl_catch_signals = 0).
 -- Returns the editor (the same one on later calls), or nil and why libedit
 -- cannot be used.
 function M.open(opts)
