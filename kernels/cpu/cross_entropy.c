@@ -644,7 +644,21 @@ static void rescale(exp_sums *acc, double shift) {
   }
 }
 
-/* sum_j w_j (z_j - r) over the n real values of a chunk (w NULL: all 1). */
+/* sum_j w_j (z_j - r) over the n real values of a chunk, in f64 (w NULL:
+ * all 1): z_j - r of two finite f32 values and the products and sums of
+ * such terms never overflow f64. */
+static double chunk_linsum_f64(const float *z, const float *w, int64_t n, float r) {
+  double s = 0;
+  for (int64_t j = 0; j < n; j++) s += (w ? (double)w[j] : 1.0) * ((double)z[j] - r);
+  return s;
+}
+
+/* sum_j w_j (z_j - r) over the n real values of a chunk (w NULL: all 1),
+ * in f32 vectors. For logits near FLT_MAX a difference, a product or the
+ * sum itself can overflow f32 although the row's loss is representable
+ * (docs/losses.md, section 11): a sum that is not finite is then redone in
+ * f64, which also keeps a -inf (masked class) or NaN logit's own result.
+ * The check costs one comparison per chunk. */
 static double chunk_linsum(const float *z, const float *w, int64_t n, float r) {
   vf vr = vdup(r), acc = vdup(0);
   int64_t j = 0;
@@ -654,6 +668,7 @@ static double chunk_linsum(const float *z, const float *w, int64_t n, float r) {
   }
   double s = vsum(acc);
   for (; j < n; j++) s += (w ? w[j] : 1.0f) * (z[j] - r);
+  if (!isfinite(s)) s = chunk_linsum_f64(z, w, n, r);
   return s;
 }
 
@@ -836,7 +851,9 @@ static row_ctx row_at(const plan *p, float *scratch, int64_t i, int half) {
 struct grad_job {
   row_ctx r;
   grad_consts k;
-  double a, lse_off; /* p_j = e_j exp(m_c - lse_off) */
+  double a, b, mu;   /* the row's constants, in f64 */
+  float m;           /* p_j = e_j exp((m_c - m) - log_s): lse itself is never */
+  double log_s;      /* formed, as m + log_s rounds log_s away once |m| > 2^53 log_s */
   float k2;
   int64_t c, j0;     /* the next chunk; j0 >= v: done */
   int64_t t;
@@ -845,14 +862,24 @@ struct grad_job {
 
 static void grad_job_start(const plan *p, grad_job *job, const row_ctx *r, const row_stats *st, double a, double b,
                            double mu, int64_t t, double dzt) {
-  *job = (grad_job){.r = *r, .a = a, .lse_off = (double)st->m + st->log_s, .k2 = (float)(b * p->cs), .t = t,
-                    .dzt = (float)dzt};
+  *job = (grad_job){.r = *r, .a = a, .b = b, .mu = mu, .m = st->m, .log_s = st->log_s, .k2 = (float)(b * p->cs),
+                    .t = t, .dzt = (float)dzt};
   job->k = (grad_consts){.k2 = vdup(job->k2), .mu = vdup((float)mu), .m = vdup(st->m),
                          .entropy = p->op == GS_OP_ENTROPY, .cap = p->cap_chain};
 }
 
-static float grad_job_k1(const plan *p, const grad_job *job) {
-  return (float)(job->a * exp((double)job->r.mc[job->c] - job->lse_off) * p->cs);
+/* k1 of the job's next chunk, in f64: a p_j = k1 e_j (the chain's s folded in). */
+static double grad_job_k1_f64(const plan *p, const grad_job *job) {
+  return job->a * exp(((double)job->r.mc[job->c] - job->m) - job->log_s) * p->cs;
+}
+
+/* Whether a pass 2 constant keeps its digits in f32: finite, and 0 or
+ * normal. The fused pass 1 keeps e_j up to e^FUSED_HEADROOM, so k1 can fall
+ * below FLT_MIN (tiny weights or grad_output) while k1 e_j is a normal
+ * number that a subnormal k1 would leave with a few digits. */
+static int f32_keeps(double k) {
+  double a = fabs(k);
+  return a == 0 || (a >= 0x1p-126 && a <= 0x1.fffffep127);
 }
 
 /* The chunk is done: on to the next; after the last, the target's column. */
@@ -862,19 +889,50 @@ static void grad_job_advance(const plan *p, grad_job *job) {
   if (job->j0 >= p->v && job->t >= 0) g_put(job->r.g, p->gdt, job->t, job->dzt);
 }
 
+/* A chunk's gradient in scalar f64, for a chunk whose k1 or k2 is finite
+ * in f64 but not kept by f32 (f32_keeps): beyond FLT_MAX (z-loss or a large
+ * grad_output on logits near FLT_MAX), inf * e_j would make NaN of every
+ * column with e_j = 0, whose exact gradient is 0; below FLT_MIN, a
+ * subnormal k1 would round every product. Each value is rounded once, at
+ * the end. */
+static void grad_store_f64(const plan *p, const grad_job *job, double k1, double k2, const float *e, const float *z,
+                           const float *y, const float *w, int64_t n, int64_t j0) {
+  for (int64_t o = 0; o < n; o++) {
+    const int64_t k = lane_pos(o, n, p->eo);
+    double dz;
+    if (job->k.entropy) {
+      double d = (double)z[k] - job->m;
+      dz = k1 * e[k] * (job->mu - (d < EXP_FLOOR ? EXP_FLOOR : d)); /* NaN stays NaN */
+    } else {
+      dz = k1 * e[k] - k2 * (w ? w[k] : 1.0f);
+    }
+    if (job->k.cap) {
+      double ch = cosh((double)y[k]);
+      dz /= ch * ch;
+    }
+    g_put(job->r.g, p->gdt, j0 + o, (float)dz);
+  }
+}
+
 static void grad_job_step(const plan *p, grad_job *job) {
   if (job->j0 >= p->v) return;
   _Alignas(32) float z[CHUNK], y[CHUNK];
   const row_ctx *r = &job->r;
   int64_t j0 = job->j0, n = chunk_len(p, j0);
-  float k1 = grad_job_k1(p, job);
+  double k1d = grad_job_k1_f64(p, job), k2d = job->b * p->cs;
+  float k1 = (float)k1d;
   job->k.k1 = vdup(k1);
   /* z is reloaded exactly as pass 1 did (through memory: an FMA-contracted
    * c tanh(y) - m would differ from it in the last bit) */
   if (job->k.entropy) load_chunk(p, r->x, j0, n, z, 0);
   if (job->k.cap) load_chunk(p, r->x, j0, n, y, 1);
-  grad_store(p, &job->k, r->e + j0, z, y, p->wgrad ? p->wgrad + j0 : NULL, n, r->g, j0, r->nt,
-             isfinite(k1) && isfinite(job->k2));
+  const float *w = p->wgrad ? p->wgrad + j0 : NULL;
+  if (f32_keeps(k1d) && f32_keeps(k2d))
+    grad_store(p, &job->k, r->e + j0, z, y, w, n, r->g, j0, r->nt, 1);
+  else if (isfinite(k1d) && isfinite(k2d))
+    grad_store_f64(p, job, k1d, k2d, r->e + j0, z, y, w, n, j0);
+  else
+    grad_store(p, &job->k, r->e + j0, z, y, w, n, r->g, j0, r->nt, 0);
   grad_job_advance(p, job);
 }
 
@@ -884,8 +942,9 @@ static void grad_job_step(const plan *p, grad_job *job) {
 static int grad_job_chunk_simple(const plan *p, grad_job *job, prev_chunk *pc) {
   if (job->j0 >= p->v || job->k.entropy || job->k.cap || p->wgrad || p->gdt != p->xdt || p->c > 0 || p->s != 1)
     return 0;
-  float k1 = grad_job_k1(p, job);
-  if (!isfinite(k1) || !isfinite(job->k2)) return 0;
+  double k1d = grad_job_k1_f64(p, job);
+  if (!f32_keeps(k1d) || !f32_keeps(job->b * p->cs)) return 0;
+  float k1 = (float)k1d;
   *pc = (prev_chunk){.e = job->r.e + job->j0, .g = job->r.g, .j0 = job->j0, .k1 = vdup(k1), .k2 = vdup(job->k2),
                      .no_k2 = job->k2 == 0, .nt = job->r.nt};
   return 1;
@@ -966,7 +1025,8 @@ static void ce_row(const plan *p, const row_ctx *r, double acc[2], grad_job *job
   double dt = ((double)st.zt - st.m) - st.log_s; /* z_t - lse without rounding lse to f32 */
   if (p->fwd) {
     double ce = (1 - p->eps) * -(p->w ? p->w[t] : 1.0) * dt;
-    if (p->eps > 0) ce += p->smooth * (p->wsum * (lse - st.r) - st.lin);
+    /* lse - r as (m - r) + log s: m + log s would round log s away once |m| >> 1 */
+    if (p->eps > 0) ce += p->smooth * (p->wsum * (((double)st.m - st.r) + st.log_s) - st.lin);
     double zl = p->lam > 0 ? p->lam * lse * lse : 0.0;
     if (p->loss_rows) p->loss[r->i] = (float)(p->sign * (ce + zl));
     if (p->lse) p->lse[r->i] = (float)lse;
