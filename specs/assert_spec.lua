@@ -54,6 +54,38 @@ describe("assert.close", function()
     assert.is_true(msg:find("unknown option 'rtoll'", 1, true) ~= nil, msg)
   end)
 
+  -- docs/losses.md, section 11: below the smallest normal number of the
+  -- output dtype a value has subnormal precision at best (GPUs and vector
+  -- units flush it to 0), so two values both below it are equal.
+  it("two values both below the dtype's smallest normal number are equal, whatever the tolerance", function()
+    assert.equal(assert.smallest_normal, { f64 = 2.2250738585072014e-308, f32 = 2 ^ -126, bf16 = 2 ^ -126,
+      f16 = 2 ^ -14, i32 = 0, i64 = 0 })
+    local exact = { atol = 0, rtol = 0 }
+    -- the f32 gradients of a property run (seed 1): 4e-42 apart
+    assert.close(gs.tensor({ -1.12315894e-39 }), gs.tensor({ -1.12703072e-39 }), exact)
+    assert.close(gs.tensor({ 0 }), gs.tensor({ -1.12103877e-44 }), exact)
+    assert.close(gs.tensor({ 1e-39, -1e-39 }, { dtype = "bf16" }), gs.tensor({ 0, 1e-40 }, { dtype = "bf16" }), exact)
+    assert.close(gs.tensor({ 3e-5 }, { dtype = "f16" }), gs.tensor({ -6e-5 }, { dtype = "f16" }), exact)
+    assert.close(gs.tensor({ 1e-310 }, { dtype = "f64" }), gs.tensor({ -2e-309 }, { dtype = "f64" }), exact)
+    -- against a plain number (f64) the coarser dtype, f32's, decides
+    assert.close(gs.tensor({ 5e-39 }), 1e-39, exact)
+    -- one side below, the other not: the tolerance decides
+    local msg = message_of(function() assert.close(gs.tensor({ 1e-39 }), gs.tensor({ 2e-38 }), exact) end)
+    assert.is_true(msg:find("1 of 1 elements mismatch", 1, true) ~= nil, msg)
+  end)
+
+  it("a value just above the smallest normal number is judged by the usual tolerance", function()
+    local tiny = 2 ^ -126
+    local a, b = gs.tensor({ tiny * 1.5 }), gs.tensor({ tiny * 1.25 })
+    local msg = message_of(function() assert.close(a, b, { atol = 0 }) end)
+    assert.is_true(msg:find("1 of 1 elements mismatch", 1, true) ~= nil, msg)
+    assert.close(a, b, { atol = 0, rtol = 0.25 })
+    assert.close(a, b) -- the default atol (1e-5) covers it, as before
+    message_of(function() assert.close(gs.tensor({ 1e-5 }, { dtype = "f16" }), gs.tensor({ 7e-5 }, { dtype = "f16" }), { atol = 0 }) end)
+    message_of(function() assert.close(gs.tensor({ 3e-308 }, { dtype = "f64" }), 1e-308, { atol = 0 }) end)
+    message_of(function() assert.close(gs.tensor({ 1e-310 }, { dtype = "f64" }), 1e-300, { atol = 0 }) end)
+  end)
+
   it("a number as expected is compared with every element", function()
     assert.close(gs.full({ 3, 3 }, 0.5), 0.5)
     message_of(function() assert.close(gs.tensor({ 0.5, 0.6 }), 0.5) end)

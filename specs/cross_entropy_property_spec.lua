@@ -15,6 +15,13 @@ local FLT_MAX, FLT_MIN = 3.4028234663852886e38, 2 ^ -126
 local ULP = { f32 = 2 ^ -23, bf16 = 2 ^ -7, f16 = 2 ^ -10, f64 = 2 ^ -52 }
 -- The smallest step of each output dtype (f16's subnormals are coarse).
 local TINY = { f32 = 1.5e-45, bf16 = 1e-40, f16 = 6e-8, f64 = 5e-324 }
+-- Below the smallest normal number of the output dtype a value carries
+-- subnormal precision at best (the fast kernel's f32 exp flushes there):
+-- docs/losses.md, section 11, counts two such values as equal. That is how
+-- the dtype represents the value, not a disagreement of the kernels: seed 1
+-- once failed here on a gradient of -1.123e-39 against -1.127e-39, and seed
+-- 999 on 0 against -1.1e-44, both held to a tolerance of a few 1e-45.
+local NORMAL = require("gradspec.assert").smallest_normal
 
 local RUNS = tonumber(os.getenv("GRADSPEC_PROPERTY_RUNS") or "") or 120
 
@@ -201,6 +208,7 @@ local function agree(op, name, actual, expected, tol, any_nonfinite)
     elseif is_nan(y) or is_nan(x) then ok = is_nan(x) and is_nan(y)
     elseif x == y then ok = true
     elseif not finite(y) or not finite(x) then ok = false
+    elseif math.abs(x) < NORMAL[dt] and math.abs(y) < NORMAL[dt] then ok = true
     else
       limit = tol(k, y) + ULP[dt] * math.abs(y) + TINY[dt]
       if is_nan(limit) then limit = ULP[dt] * math.abs(y) + TINY[dt] end
