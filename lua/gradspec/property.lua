@@ -58,7 +58,8 @@ local Source = {}
 Source.__index = Source
 
 local function new_source(tape, rng, max_draws)
-  return setmetatable({ tape = tape, rng = rng, record = {}, spans = {}, max_draws = max_draws or 100000 }, Source)
+  local spans = { groups = {} }
+  return setmetatable({ tape = tape, rng = rng, record = {}, spans = spans, max_draws = max_draws or 100000 }, Source)
 end
 
 -- Spans say which tape entries one int or float draw used, so that the
@@ -85,6 +86,18 @@ function Source:draw(max, sample)
   end
   self.record[i] = v
   return v
+end
+
+-- Groups: the tape entries of one compound value (a tensor, an option's
+-- value), kept in spans.groups so that the shrinker can delete a value
+-- whole together with the flag that asked for it.
+function Source:group_start() return #self.record + 1 end
+
+function Source:group_end(first)
+  if #self.record >= first then
+    local g = self.spans.groups
+    g[#g + 1] = { kind = "group", first = first, last = #self.record }
+  end
 end
 
 function Source:assume(cond)
@@ -170,8 +183,12 @@ local FRAC_BITS = 2 ^ 32
 -- d:float{lo, hi, nasty, nasty_values}: a float in [lo, hi] (default
 -- [-8, 8]), or, with probability nasty (default 0.1), one of nasty_values
 -- (default P.NASTY, whatever the range). Three tape entries: which nasty
--- value (0 = none), the fraction (with a sign bit), the integer part; so a
--- value shrinks first to an ordinary one, then to an integer, then toward 0.
+-- value (0 = none), the integer part, the fraction (with a sign bit). An
+-- ordinary value's entries grow with its distance from the origin (the
+-- value of the range closest to 0): a smaller tape is a value closer to the
+-- origin, so a value shrinks first to an ordinary one, then toward the
+-- origin, and stops at the boundary of the failure (x > 0.5 shrinks to
+-- 0.5 + 2^-32, not to 1).
 function Source:float(opts)
   opts = opts or {}
   local lo, hi = opts.lo or -8, opts.hi or 8
@@ -180,7 +197,9 @@ function Source:float(opts)
   local nasty_values = opts.nasty_values or P.NASTY
   local p = opts.nasty or 0.1
   local first = #self.record + 1
-  local kind = self:draw(#nasty_values, function(rng)
+  -- nasty = 0: the entry is always 0, so that no edit of the tape (a
+  -- deletion shifts other entries into its place) can make a nasty value
+  local kind = self:draw(p > 0 and #nasty_values or 0, function(rng)
     if rng:uniform() < p then return 1 + rng:below(#nasty_values) end
     return 0
   end)
@@ -194,20 +213,23 @@ function Source:float(opts)
     end
     return sampled
   end
+  local iv = self:draw(ihi - ilo, function(rng)
+    local x = sample_value(rng)
+    local ip = x >= 0 and math.floor(x) or math.ceil(x)
+    return int_to_tape(math.max(ilo, math.min(ihi, ip)), ilo, ihi)
+  end)
   local fv = self:draw(2 * FRAC_BITS - 1, function(rng)
     local x = sample_value(rng)
     local ip = x >= 0 and math.floor(x) or math.ceil(x)
     local f = math.abs(x - ip)
     return math.floor(f * FRAC_BITS) * 2 + (x < 0 and 1 or 0)
   end)
-  local iv = self:draw(ihi - ilo, function(rng)
-    local x = sample_value(rng)
-    local ip = x >= 0 and math.floor(x) or math.ceil(x)
-    return int_to_tape(math.max(ilo, math.min(ihi, ip)), ilo, ihi)
-  end)
   local span = { lo = lo, hi = hi, nasty = kind > 0 }
   add_span(self, "float", first, span)
-  if kind > 0 then return nasty_values[kind] end
+  if kind > 0 then
+    span.value = nasty_values[kind]
+    return nasty_values[kind]
+  end
   local ip = int_from_tape(iv, ilo, ihi)
   local f = math.floor(fv / 2) / FRAC_BITS
   local negative = ip < 0 or (ip == 0 and fv % 2 == 1)
@@ -222,7 +244,7 @@ local function float_to_tape(x, lo, hi)
   local ip = x >= 0 and math.floor(x) or math.ceil(x)
   ip = math.max(ilo, math.min(ihi, ip))
   local f = math.min(math.abs(x - ip), 1 - 2 ^ -32)
-  return { 0, math.floor(f * FRAC_BITS) * 2 + (x < 0 and 1 or 0), int_to_tape(ip, ilo, ihi) }
+  return { 0, int_to_tape(ip, ilo, ihi), math.floor(f * FRAC_BITS) * 2 + (x < 0 and 1 or 0) }
 end
 
 -- d:floats(n, opts): a list of n floats.
@@ -251,6 +273,13 @@ function Source:dtype(list) return self:choice(list or { "f32", "bf16", "f16" })
 -- (default 3) elements at drawn positions get d:float values (nasty ones
 -- included). stride: a row stride; pad = k: a stride of cols + d:int(0, k).
 function Source:tensor(shape, opts)
+  local first = self:group_start()
+  local t = self:tensor_values(shape, opts)
+  self:group_end(first)
+  return t
+end
+
+function Source:tensor_values(shape, opts)
   opts = opts or {}
   local dt = dtypes.get(opts.dtype or "f32", "d:tensor: dtype")
   local stride = opts.stride
@@ -340,7 +369,9 @@ function Source:ce_options(op, ctx)
     if known[name] ~= nil and not (ctx.skip and ctx.skip[name]) and option_drawers[name] then
       -- a present/absent flag first, so that absent is the simpler choice
       if self:bool(0.4) then
+        local first = self:group_start()
         local v = option_drawers[name](self, ctx, o)
+        self:group_end(first)
         if v ~= nil then o[name] = v end
       end
     end
@@ -644,14 +675,90 @@ local function shrink(generator, check, best, opts)
     return improved
   end
 
+  -- A float span's three entries replaced by those of the ordinary value x.
+  local function with_float(sp, x)
+    local c = copy(best.tape)
+    local e = float_to_tape(x, sp.lo, sp.hi)
+    for k = 0, 2 do c[sp.first + k] = e[k + 1] end
+    return c
+  end
+
+  -- The float spans, collected before any edit (a success moves them).
+  local function float_spans(pred)
+    local out = {}
+    for _, sp in ipairs(best.spans) do
+      if sp.kind == "float" and sp.last - sp.first == 2 and pred(sp) then out[#out + 1] = sp end
+    end
+    return out
+  end
+
+  -- A present option dropped whole: its flag (the choice entry right
+  -- before the group of its value) lowered to "absent" and the value's
+  -- entries deleted. Deleting runs of spans reaches the same only where a
+  -- run happens to be as long as the value (a weight tensor of V floats).
+  local function drop_groups()
+    local improved = false
+    local k = #best.spans.groups
+    while k >= 1 and not exhausted() do
+      local g = best.spans.groups[k]
+      local flag = nil
+      for _, sp in ipairs(best.spans) do
+        if sp.kind == "choice" and sp.last == g.first - 1 then flag = sp end
+      end
+      if flag and best.tape[flag.first] > 0 then
+        local c = without(best.tape, g.first, g.last)
+        c[flag.first] = 0
+        if try(c) then improved = true end
+      end
+      k = math.min(k - 1, #best.spans.groups)
+    end
+    return improved
+  end
+
+  -- A nasty value (other than NaN) as the closest ordinary value: itself
+  -- when it lies in [lo, hi], else the nearer end (1e4 in [-10, 10]: 10). A
+  -- simpler tape, from which the ordinary passes can move the value on.
+  -- (Lowering the nasty entry alone swaps the value for whatever the
+  -- ordinary entries under it held: usually a value that passes.)
+  local function nasty_to_ordinary()
+    for _, sp in ipairs(float_spans(function(sp) return sp.nasty and sp.value == sp.value end)) do
+      if exhausted() then return false end
+      if try(with_float(sp, math.max(sp.lo, math.min(sp.hi, sp.value)))) then
+        return true -- spans changed; the outer loop comes back
+      end
+    end
+    return false
+  end
+
+  -- An ordinary value one integer closer to the origin with the largest
+  -- fraction (3.7 -> 2.99..., -1.2 -> -0.99...): a smaller integer entry
+  -- that lowering single entries cannot reach, since it needs the fraction
+  -- raised as well. Lowering the fraction afterwards finds the boundary.
+  local function toward_origin()
+    local improved = false
+    for _, sp in ipairs(float_spans(function(sp) return not sp.nasty and sp.value ~= nil end)) do
+      if exhausted() then break end
+      local x = sp.value
+      local ip = x >= 0 and math.floor(x) or math.ceil(x)
+      if ip ~= 0 then
+        local closer = ip > 0 and (ip - 1) + (1 - 2 ^ -32) or (ip + 1) - (1 - 2 ^ -32)
+        if closer >= sp.lo and closer <= sp.hi and try(with_float(sp, closer)) then improved = true end
+      end
+    end
+    return improved
+  end
+
   repeat
     local improved = false
+    if nasty_to_ordinary() then improved = true end
+    if drop_groups() then improved = true end
     if lower_entries(true) then improved = true end
     if zero_blocks() then improved = true end
     if lower_and_delete() then improved = true end
     if lower_entries(false) then improved = true end
     if delete_blocks() then improved = true end
     if redistribute() then improved = true end
+    if toward_origin() then improved = true end
   until not improved or exhausted()
   return steps, tries, exhausted()
 end
