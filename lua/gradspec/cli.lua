@@ -31,7 +31,7 @@ Exit status: 0 when nothing failed, 1 when something failed, 2 for a usage error
 local USAGE = [[
 usage: gradspec [command] [options]
 
-  gradspec                      interactive REPL on a terminal; reads stdin as a script otherwise
+  gradspec                      interactive REPL on a terminal; reads stdin otherwise (a script, or lines like the REPL's)
   gradspec run [paths...]       run specs (directories are searched for *_spec.lua; default: specs)
   gradspec FILE.lua [args...]   run a script with the workbench loaded (global gs)
   gradspec -e 'code'            run a chunk of Lua with the workbench loaded
