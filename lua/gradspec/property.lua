@@ -386,6 +386,8 @@ local function number_text(x)
   if x == math.huge then return "1/0" end
   if x == -math.huge then return "-1/0" end
   if x == 0 and 1 / x < 0 then return "-0.0" end
+  -- integers in full (a seed of 2866397280 is not 2.86639728e+09)
+  if x == math.floor(x) and math.abs(x) < 2 ^ 53 then return string.format("%d", x) end
   for _, prec in ipairs({ 6, 9, 12, 15, 17 }) do
     local s = string.format("%." .. prec .. "g", x)
     if tonumber(s) == x then return s end
