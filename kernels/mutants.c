@@ -16,6 +16,13 @@ static const struct { const char *name, *what; } mutants[GS_MUT_COUNT] = {
   [GS_MUT_SCALE_BACKWARD] = {"scale_backward", "logit_scale not applied in backward"},
   [GS_MUT_LOG_PROBS_SIGN] = {"log_probs_sign", "log_probs returns +CE"},
   [GS_MUT_ENTROPY_SIGN] = {"entropy_sign", "entropy with the wrong sign"},
+  [GS_MUT_CONFIDENT_CANCEL] = {"confident_cancel", "target loss and p_t - 1 cancel in confident rows"},
+  [GS_MUT_LSE_ROUNDED] = {"lse_rounded", "softmax against a rounded lse (logits beyond 2^53)"},
+  [GS_MUT_SMOOTH_OVERFLOW] = {"smooth_overflow", "label smoothing sum overflows near FLT_MAX"},
+  [GS_MUT_TARGET_LAST] = {"target_last_invalid", "target V - 1 rejected as out of range"},
+  [GS_MUT_IGNORE_VALID] = {"ignore_valid_class", "ignore_index inside [0, V) ignores nothing"},
+  [GS_MUT_ZLOSS_MEAN_BY_D] = {"zloss_mean_by_d", "mean z-loss divided by the target weights"},
+  [GS_MUT_SMOOTH_UNWEIGHTED] = {"smooth_unweighted", "label smoothing without the class weights"},
 };
 
 void gs_mutant_set(int id) { gs_active_mutant = (id > 0 && id < GS_MUT_COUNT) ? id : GS_MUT_NONE; }

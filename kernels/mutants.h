@@ -25,7 +25,14 @@ typedef enum {
   GS_MUT_SCALE_BACKWARD = 10,    /* logit_scale missing from backward */
   GS_MUT_LOG_PROBS_SIGN = 11,    /* log_probs returns +CE */
   GS_MUT_ENTROPY_SIGN = 12,      /* entropy negated */
-  GS_MUT_COUNT = 13
+  GS_MUT_CONFIDENT_CANCEL = 13,  /* target's z_t - lse and p_t - 1 from a rounded lse: 0 in confident rows */
+  GS_MUT_LSE_ROUNDED = 14,       /* p_j = exp(z_j - (m + log s)): log s lost once |m| >> 1 */
+  GS_MUT_SMOOTH_OVERFLOW = 15,   /* smoothing sum overflows where an f32 sum would */
+  GS_MUT_TARGET_LAST = 16,       /* target V - 1 rejected as out of range */
+  GS_MUT_IGNORE_VALID = 17,      /* an ignore_index inside [0, V) ignores nothing */
+  GS_MUT_ZLOSS_MEAN_BY_D = 18,   /* mean z-loss divided by D (target weights), not the row count */
+  GS_MUT_SMOOTH_UNWEIGHTED = 19, /* smoothing term without the class weights */
+  GS_MUT_COUNT = 20
 } gs_mutant_id;
 
 void gs_mutant_set(int id);

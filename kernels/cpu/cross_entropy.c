@@ -345,6 +345,9 @@ typedef struct {
   int cap_chain;
   double zfac;           /* the 2 of d(lam lse^2)/dz */
   int no_max, leak_ignored;
+  /* mutants (kernels/mutants.h) */
+  int confident_cancel, lse_rounded, smooth_overflow, smooth_unweighted;
+  double wsum_smooth;    /* W in the smoothing term: wsum (V under SMOOTH_UNWEIGHTED) */
   int fwd, loss_rows;
   float *loss, *lse, *zl;
   int64_t block_rows, nblocks;
@@ -658,8 +661,9 @@ static double chunk_linsum_f64(const float *z, const float *w, int64_t n, float 
  * sum itself can overflow f32 although the row's loss is representable
  * (docs/losses.md, section 11): a sum that is not finite is then redone in
  * f64, which also keeps a -inf (masked class) or NaN logit's own result.
- * The check costs one comparison per chunk. */
-static double chunk_linsum(const float *z, const float *w, int64_t n, float r) {
+ * The check costs one comparison per chunk. f32_only: the SMOOTH_OVERFLOW
+ * mutant, which keeps the overflowed sum. */
+static double chunk_linsum(const float *z, const float *w, int64_t n, float r, int f32_only) {
   vf vr = vdup(r), acc = vdup(0);
   int64_t j = 0;
   for (; j + VW <= n; j += VW) {
@@ -668,7 +672,7 @@ static double chunk_linsum(const float *z, const float *w, int64_t n, float r) {
   }
   double s = vsum(acc);
   for (; j < n; j++) s += (w ? w[j] : 1.0f) * (z[j] - r);
-  if (!isfinite(s)) s = chunk_linsum_f64(z, w, n, r);
+  if (!isfinite(s) && !f32_only) s = chunk_linsum_f64(z, w, n, r);
   return s;
 }
 
@@ -732,7 +736,7 @@ static void scan_row(const plan *p, const char *row, int64_t t, float *e, float 
       rescale(&acc, (double)cm - m);
       m = cm;
     }
-    if (p->eps > 0) lin += chunk_linsum(z, p->w ? p->w + j0 : NULL, n, r);
+    if (p->eps > 0) lin += chunk_linsum(z, p->w && !p->smooth_unweighted ? p->w + j0 : NULL, n, r, p->smooth_overflow);
     if (t >= j0 && t < j0 + n) {
       const int64_t k = lane_pos(t - j0, n, p->eo);
       zt = z[k];
@@ -870,6 +874,7 @@ static void grad_job_start(const plan *p, grad_job *job, const row_ctx *r, const
 
 /* k1 of the job's next chunk, in f64: a p_j = k1 e_j (the chain's s folded in). */
 static double grad_job_k1_f64(const plan *p, const grad_job *job) {
+  if (p->lse_rounded) return job->a * exp((double)job->r.mc[job->c] - ((double)job->m + job->log_s)) * p->cs;
   return job->a * exp(((double)job->r.mc[job->c] - job->m) - job->log_s) * p->cs;
 }
 
@@ -926,7 +931,7 @@ static void grad_job_step(const plan *p, grad_job *job) {
    * c tanh(y) - m would differ from it in the last bit) */
   if (job->k.entropy) load_chunk(p, r->x, j0, n, z, 0);
   if (job->k.cap) load_chunk(p, r->x, j0, n, y, 1);
-  const float *w = p->wgrad ? p->wgrad + j0 : NULL;
+  const float *w = p->wgrad && !p->smooth_unweighted ? p->wgrad + j0 : NULL;
   if (f32_keeps(k1d) && f32_keeps(k2d))
     grad_store(p, &job->k, r->e + j0, z, y, w, n, r->g, j0, r->nt, 1);
   else if (isfinite(k1d) && isfinite(k2d))
@@ -998,11 +1003,14 @@ static void ce_grad(const plan *p, const row_ctx *r, const row_stats *st, int64_
                     double go, grad_job *job) {
   double g = p->sign * go * p->ce_scale, gz = go * p->zl_scale;
   double wt = p->wgrad ? p->wgrad[t] : 1.0, wsum = p->wsum_grad;
+  double wt_smooth = wt; /* w_t in the smoothing term */
+  if (p->smooth_unweighted) wsum = (double)p->v, wt_smooth = 1.0;
   double lse = st->m + st->log_s;
   double zterm = p->lam > 0 ? gz * p->zfac * p->lam * lse : 0.0;
   double a = g * (wt * (1 - p->eps) + p->smooth * wsum) + zterm, b = g * p->smooth;
   double pt = exp(dt);
-  double dzt = g * (wt * (1 - p->eps) * expm1(dt) + p->smooth * (wsum * pt - wt)) + zterm * pt;
+  double pt_minus_1 = p->confident_cancel ? exp(dt) - 1 : expm1(dt);
+  double dzt = g * (wt * (1 - p->eps) * pt_minus_1 + p->smooth * (wsum * pt - wt_smooth)) + zterm * pt;
   grad_job_start(p, job, r, st, a, b, 0, t, dzt * chain_at(p, xt));
 }
 
@@ -1023,10 +1031,12 @@ static void ce_row(const plan *p, const row_ctx *r, double acc[2], grad_job *job
   grad_job_finish(p, job);
   double lse = st.m + st.log_s;
   double dt = ((double)st.zt - st.m) - st.log_s; /* z_t - lse without rounding lse to f32 */
+  if (p->confident_cancel) dt = (double)st.zt - ((double)st.m + st.log_s);
   if (p->fwd) {
     double ce = (1 - p->eps) * -(p->w ? p->w[t] : 1.0) * dt;
     /* lse - r as (m - r) + log s: m + log s would round log s away once |m| >> 1 */
-    if (p->eps > 0) ce += p->smooth * (p->wsum * (((double)st.m - st.r) + st.log_s) - st.lin);
+    double lse_r = p->lse_rounded ? ((double)st.m + st.log_s) - st.r : ((double)st.m - st.r) + st.log_s;
+    if (p->eps > 0) ce += p->smooth * (p->wsum_smooth * lse_r - st.lin);
     double zl = p->lam > 0 ? p->lam * lse * lse : 0.0;
     if (p->loss_rows) p->loss[r->i] = (float)(p->sign * (ce + zl));
     if (p->lse) p->lse[r->i] = (float)lse;
@@ -1089,6 +1099,11 @@ static void plan_options(plan *p, const gs_ce_args *a, gs_ce_op op) {
   p->no_max = GS_MUTANT(GS_MUT_LSE_NO_MAX);
   p->leak_ignored = GS_MUTANT(GS_MUT_IGNORED_GRAD);
   p->target_shift = GS_MUTANT(GS_MUT_TARGET_OFF_BY_ONE) ? 1 : 0;
+  p->confident_cancel = GS_MUTANT(GS_MUT_CONFIDENT_CANCEL);
+  p->lse_rounded = GS_MUTANT(GS_MUT_LSE_ROUNDED);
+  p->smooth_overflow = GS_MUTANT(GS_MUT_SMOOTH_OVERFLOW);
+  p->smooth_unweighted = GS_MUTANT(GS_MUT_SMOOTH_UNWEIGHTED);
+  if (GS_MUTANT(GS_MUT_IGNORE_VALID) && p->ignore >= 0) p->ignore = INT64_MIN;
   p->zfac = GS_MUTANT(GS_MUT_ZLOSS_FACTOR) ? 1.0 : 2.0;
   double cs = GS_MUTANT(GS_MUT_SCALE_BACKWARD) ? 1.0 : a->logit_scale;
   p->cs = (float)(GS_MUTANT(GS_MUT_GRAD_SIGN) ? -cs : cs);
@@ -1110,6 +1125,7 @@ static void plan_options(plan *p, const gs_ce_args *a, gs_ce_op op) {
     p->wsum = 0;
     for (int64_t j = 0; j < a->v; j++) p->wsum += p->w[j];
   }
+  p->wsum_smooth = p->smooth_unweighted ? (double)a->v : p->wsum;
 }
 
 static gs_status plan_buffers(plan *p, int workers, gs_error *err) {
@@ -1153,14 +1169,15 @@ static gs_status run_cpu(const gs_ce_args *a, gs_ce_op op, int backward, gs_erro
             .go_rows = a->grad_output_n != 1, .fwd = !backward};
   p.xstride = a->logits_stride * (int64_t)dtype_size(a->logits_dtype);
   plan_options(&p, a, op);
-  if (op != GS_OP_ENTROPY && (st = gs_ce_scan_targets(p.tgt, p.tdt, p.n, p.v, p.ignore, p.w, p.target_shift, &p.d,
+  int64_t v_check = GS_MUTANT(GS_MUT_TARGET_LAST) && p.v > 1 ? p.v - 1 : p.v; /* the mutant rejects V - 1 */
+  if (op != GS_OP_ENTROPY && (st = gs_ce_scan_targets(p.tgt, p.tdt, p.n, v_check, p.ignore, p.w, p.target_shift, &p.d,
                                                      &p.count, err)) != GS_OK)
     return st;
   if (GS_MUTANT(GS_MUT_MEAN_BY_N)) p.d = (double)a->n;
   int mean = op == GS_OP_CE && a->reduction == GS_REDUCE_MEAN;
   if (mean) {
     p.ce_scale = 1 / p.d;
-    p.zl_scale = 1 / p.count;
+    p.zl_scale = GS_MUTANT(GS_MUT_ZLOSS_MEAN_BY_D) ? 1 / p.d : 1 / p.count;
   }
   if (p.fwd) {
     p.loss = a->loss;
@@ -1194,7 +1211,8 @@ static gs_status run_cpu(const gs_ce_args *a, gs_ce_op op, int backward, gs_erro
         ce += p.part[2 * b];
         zl += p.part[2 * b + 1];
       }
-      *(float *)a->loss = (float)(mean ? ce / p.d + zl / p.count : ce + zl);
+      double k = GS_MUTANT(GS_MUT_ZLOSS_MEAN_BY_D) ? p.d : p.count;
+      *(float *)a->loss = (float)(mean ? ce / p.d + zl / k : ce + zl);
     }
   }
   plan_free(&p);

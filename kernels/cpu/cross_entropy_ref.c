@@ -2,7 +2,9 @@
  * LOSSES.md as plain loops, one row at a time, in f64. It is the oracle the
  * other backends are checked against, so it is written to be read, not to be
  * fast. */
+#include <float.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -20,6 +22,7 @@ typedef struct {
   double wsum;      /* W = sum_j w_j */
   double smooth;    /* eps / V */
   double ce_div;    /* 1/D under mean, else 1 */
+  int64_t ignore;   /* the ignore_index in effect (the IGNORE_VALID mutant moves it) */
   double zl_div;    /* 1/(non-ignored rows) under mean, else 1 */
 } ref_ctx;
 
@@ -98,8 +101,22 @@ static void load_row(ref_ctx *c, int64_t i) {
   c->l = log1p(rest);
 }
 
-/* log p_j = z_j - lse, without ever rounding lse itself. */
-static double log_p(const ref_ctx *c, int64_t j) { return (c->z[j] - c->m) - c->l; }
+/* log p_j = z_j - lse, without ever rounding lse itself (the LSE_ROUNDED
+ * mutant forms lse = m + l first, which drops l once |m| >> l). */
+static double log_p(const ref_ctx *c, int64_t j) {
+  if (GS_MUTANT(GS_MUT_LSE_ROUNDED)) return c->z[j] - (c->m + c->l);
+  return (c->z[j] - c->m) - c->l;
+}
+
+/* The target's log p_t, and p_t - 1 from it: expm1, which keeps 1 - p_t
+ * when p_t rounds to 1. The CONFIDENT_CANCEL mutant takes z_t - lse from a
+ * rounded lse and p_t - 1 as a difference: both 0 for a confident row. */
+static double log_p_target(const ref_ctx *c, int64_t t) {
+  if (GS_MUTANT(GS_MUT_CONFIDENT_CANCEL)) return c->z[t] - (c->m + c->l);
+  return log_p(c, t);
+}
+
+static double p_minus_1(double lp) { return GS_MUTANT(GS_MUT_CONFIDENT_CANCEL) ? exp(lp) - 1 : expm1(lp); }
 
 /* dx/dz_j: s (1 - (z_j/c)^2) with softcap, s without. 1 - (z/c)^2 is
  * evaluated as sech^2(y/c), which does not cancel where tanh nears 1. */
@@ -129,13 +146,14 @@ static void ignored_grad_row(ref_ctx *c, int64_t i, double g) {
 static void ce_grad_row(const ref_ctx *c, int64_t i, int64_t t, double g, double gz) {
   const gs_ce_args *a = c->a;
   int unweighted = GS_MUTANT(GS_MUT_WEIGHT_BACKWARD);
+  int smooth_unweighted = unweighted || GS_MUTANT(GS_MUT_SMOOTH_UNWEIGHTED);
   double wt = unweighted ? 1.0 : weight_of(a, t);
-  double wsum = unweighted ? (double)a->v : c->wsum;
+  double wsum = smooth_unweighted ? (double)a->v : c->wsum;
   double zfac = GS_MUTANT(GS_MUT_ZLOSS_FACTOR) ? 1.0 : 2.0;
   for (int64_t j = 0; j < a->v; j++) {
     double p = exp(log_p(c, j));
-    double p_minus_onehot = j == t ? expm1(log_p(c, j)) : p;
-    double wj = unweighted ? 1.0 : weight_of(a, j);
+    double p_minus_onehot = j == t ? p_minus_1(log_p_target(c, j)) : p;
+    double wj = smooth_unweighted ? 1.0 : weight_of(a, j);
     double dz = g * (wt * (1 - a->label_smoothing) * p_minus_onehot + c->smooth * (wsum * p - wj));
     if (a->lse_square_scale > 0) dz += gz * zfac * a->lse_square_scale * (c->m + c->l) * p;
     grad_put(a, i, j, dz * chain(c, j));
@@ -146,7 +164,7 @@ static void ce_row(ref_ctx *c, int64_t i, double *ce_sum, double *zl_sum) {
   const gs_ce_args *a = c->a;
   int64_t raw = target_raw(a, i);
   double go = grad_output_at(a, i);
-  if (raw == a->ignore_index) {
+  if (raw == c->ignore) {
     if (!c->backward) {
       if (a->reduction == GS_REDUCE_NONE) ((double *)a->loss)[i] = 0;
       if (a->lse) ((double *)a->lse)[i] = 0;
@@ -159,10 +177,15 @@ static void ce_row(ref_ctx *c, int64_t i, double *ce_sum, double *zl_sum) {
   load_row(c, i);
   if (!c->backward) {
     double eps = a->label_smoothing, lse = c->m + c->l;
-    double ce = (1 - eps) * -weight_of(a, t) * log_p(c, t);
+    double ce = (1 - eps) * -weight_of(a, t) * log_p_target(c, t);
     if (eps > 0) {
       double smo = 0;
-      for (int64_t j = 0; j < a->v; j++) smo -= weight_of(a, j) * log_p(c, j);
+      for (int64_t j = 0; j < a->v; j++) {
+        double term = -(GS_MUTANT(GS_MUT_SMOOTH_UNWEIGHTED) ? 1.0 : weight_of(a, j)) * log_p(c, j);
+        smo += term;
+        /* the SMOOTH_OVERFLOW mutant: inf wherever an f32 term or sum would be */
+        if (GS_MUTANT(GS_MUT_SMOOTH_OVERFLOW) && (fabs(term) > FLT_MAX || fabs(smo) > FLT_MAX)) smo = INFINITY;
+      }
       ce += c->smooth * smo;
     }
     double zl = a->lse_square_scale > 0 ? a->lse_square_scale * lse * lse : 0;
@@ -181,17 +204,17 @@ static void log_probs_row(ref_ctx *c, int64_t i) {
   double sign = GS_MUTANT(GS_MUT_LOG_PROBS_SIGN) ? -1.0 : 1.0;
   int64_t raw = target_raw(a, i);
   double go = grad_output_at(a, i);
-  if (raw == a->ignore_index) {
+  if (raw == c->ignore) {
     if (!c->backward) ((double *)a->loss)[i] = 0;
     if (a->grad) ignored_grad_row(c, i, -sign * go);
     return;
   }
   int64_t t = target_class(a, raw);
   load_row(c, i);
-  if (!c->backward) ((double *)a->loss)[i] = sign * log_p(c, t);
+  if (!c->backward) ((double *)a->loss)[i] = sign * log_p_target(c, t);
   if (!a->grad) return;
   for (int64_t j = 0; j < a->v; j++) {
-    double onehot_minus_p = j == t ? -expm1(log_p(c, j)) : -exp(log_p(c, j));
+    double onehot_minus_p = j == t ? -p_minus_1(log_p_target(c, j)) : -exp(log_p(c, j));
     grad_put(a, i, j, sign * go * onehot_minus_p * chain(c, j));
   }
 }
@@ -223,20 +246,23 @@ static gs_status run_ref(const gs_ce_args *a, gs_ce_op op, int backward, gs_erro
   gs_status st = gs_ce_check_args(a, op, backward, 1, err);
   if (st != GS_OK) return st;
   double d = 0, count = 0;
+  /* mutants: an ignore_index in [0, V) that ignores nothing; target V - 1 out of range */
+  int64_t ignore = GS_MUTANT(GS_MUT_IGNORE_VALID) && a->ignore_index >= 0 ? INT64_MIN : a->ignore_index;
+  int64_t v_check = GS_MUTANT(GS_MUT_TARGET_LAST) && a->v > 1 ? a->v - 1 : a->v;
   if (op != GS_OP_ENTROPY &&
-      (st = gs_ce_scan_targets(a->target, a->target_dtype, a->n, a->v, a->ignore_index, a->weight,
+      (st = gs_ce_scan_targets(a->target, a->target_dtype, a->n, v_check, ignore, a->weight,
                                GS_MUTANT(GS_MUT_TARGET_OFF_BY_ONE) ? 1 : 0, &d, &count, err)) != GS_OK)
     return st;
   if (GS_MUTANT(GS_MUT_MEAN_BY_N)) d = (double)a->n;
 
-  ref_ctx c = {.a = a, .backward = backward, .ce_div = 1, .zl_div = 1};
+  ref_ctx c = {.a = a, .backward = backward, .ce_div = 1, .zl_div = 1, .ignore = ignore};
   int64_t v_smooth = GS_MUTANT(GS_MUT_SMOOTH_V_MINUS_1) && a->v > 1 ? a->v - 1 : a->v;
   c.smooth = a->label_smoothing / (double)v_smooth;
   for (int64_t j = 0; j < a->v; j++) c.wsum += weight_of(a, j);
   int mean = op == GS_OP_CE && a->reduction == GS_REDUCE_MEAN;
   if (mean) {
     c.ce_div = 1 / d;
-    c.zl_div = 1 / count;
+    c.zl_div = GS_MUTANT(GS_MUT_ZLOSS_MEAN_BY_D) ? 1 / d : 1 / count;
   }
   if (a->n > 0) {
     c.y = malloc((size_t)a->v * sizeof *c.y);
@@ -257,7 +283,7 @@ static gs_status run_ref(const gs_ce_args *a, gs_ce_op op, int backward, gs_erro
     else entropy_row(&c, i);
   }
   if (op == GS_OP_CE && !backward && a->reduction != GS_REDUCE_NONE)
-    *(double *)a->loss = mean ? ce_sum / d + zl_sum / count : ce_sum + zl_sum;
+    *(double *)a->loss = mean ? ce_sum / d + zl_sum / (GS_MUTANT(GS_MUT_ZLOSS_MEAN_BY_D) ? d : count) : ce_sum + zl_sum;
   free(c.y);
   free(c.z);
   return GS_OK;
