@@ -1,6 +1,10 @@
 /* Device memory for tensors on "cuda". Implemented in kernels/cuda/device.cu
  * when CUDA is built, and by kernels/cpu/no_device.c (every call answers
- * GS_ERR_NO_DEVICE) when it is not. */
+ * GS_ERR_NO_DEVICE) when it is not.
+ *
+ * Nothing of CUDA is loaded at start-up: the CUDA runtime (linked
+ * statically) opens the driver on its first call, and cuBLAS is opened with
+ * dlopen by the first call that needs it (kernels/cuda/cublas_lazy.h). */
 #ifndef GS_DEVICE_H
 #define GS_DEVICE_H
 
@@ -27,6 +31,12 @@ gs_status gs_cuda_synchronize(gs_error *err);
 size_t gs_cuda_bytes_in_use(void);
 size_t gs_cuda_peak_bytes(void);
 void gs_cuda_reset_peak(void);
+
+/* Loads cuBLAS now (the first GPU linear cross entropy otherwise does):
+ * 1 with the file it was loaded from in path, 0 with err->msg naming the
+ * library and where it was looked for. GRADSPEC_CUBLAS names the file to
+ * load instead of searching. Needs no GPU. */
+int gs_cuda_blas_load(char *path, size_t len, gs_error *err);
 
 #ifdef __cplusplus
 }

@@ -65,4 +65,19 @@ int gs_run_stopped(void);
 void gs_run_guard(const char *what);
 const char *gs_run_temp_file(void);
 
+/* Children that run side by side (src/child_pool.c), for gradspec run -j
+ * and the workbench benchmark. gs_child_start starts argv[0] in its own
+ * process group, dying with this process, its stdout and stderr sent to the
+ * files named (created; NULL inherits ours); returns the pid or -1.
+ * gs_child_poll: 0 while it runs (or, blocking, when a stop signal came),
+ * 1 once reaped: *code its exit status, or -1 with *term_signal the
+ * signal that ended it; *cpu_s and *max_rss_kb (either may be NULL) its CPU
+ * time and peak resident memory; -1 when pid is no child of ours.
+ * gs_child_kill sends SIGKILL to its group; poll to reap it. gs_sleep
+ * returns early when a stop signal arrives. */
+int gs_child_start(const char *const *argv, const char *stdout_path, const char *stderr_path);
+int gs_child_poll(int pid, int block, int *code, int *term_signal, double *cpu_s, long *max_rss_kb);
+void gs_child_kill(int pid);
+void gs_sleep(double seconds);
+
 #endif

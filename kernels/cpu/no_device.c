@@ -33,6 +33,11 @@ gs_status gs_cuda_synchronize(gs_error *err) { return no_cuda(err); }
 size_t gs_cuda_bytes_in_use(void) { return 0; }
 size_t gs_cuda_peak_bytes(void) { return 0; }
 void gs_cuda_reset_peak(void) {}
+int gs_cuda_blas_load(char *path, size_t len, gs_error *err) {
+  if (len) path[0] = 0;
+  no_cuda(err);
+  return 0;
+}
 
 #define GS_NO_CUDA_OP(name) \
   gs_status name(const gs_ce_args *a, gs_error *err) { (void)a; return no_cuda(err); }

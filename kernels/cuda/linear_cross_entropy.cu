@@ -19,7 +19,11 @@
 // allocators do: a cudaMalloc and cudaFree of gigabytes on every call cost
 // milliseconds. Between calls the pool holds at most one call's scratch;
 // the accounting of gs_device.h counts bytes only while a call holds them.
-#include <cublas_v2.h>
+//
+// cuBLAS is not linked: its functions come from the table of
+// cublas_lazy.h, which opens the library on the first call, so that
+// gradspec starts without it and runs without it where no GPU work asks.
+#include <cublas_api.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -32,6 +36,7 @@
 #include <mutex>
 #include <vector>
 
+#include "cublas_lazy.h"
 #include "target_scan.cuh"
 
 extern "C" {
@@ -138,6 +143,7 @@ cudaDataType_t cuda_type(gs_dtype d) {
 
 struct DevState {
   bool ready = false;
+  const gs_cublas_api *blas = nullptr;
   cublasHandle_t handle = nullptr;
   void *workspace = nullptr;
   cudaMemPool_t pool = nullptr;  // null where pools are unsupported: plain cudaMalloc
@@ -146,9 +152,9 @@ struct DevState {
 std::mutex g_mu;
 DevState g_dev[16];
 
-gs_status blas_fail(gs_error *err, cublasStatus_t s, const char *what) {
+gs_status blas_fail(const gs_cublas_api *api, gs_error *err, cublasStatus_t s, const char *what) {
   err->arg = 0;
-  snprintf(err->msg, sizeof err->msg, "%s: %s (%s)", what, cublasGetStatusString(s), cublasGetStatusName(s));
+  snprintf(err->msg, sizeof err->msg, "%s: %s (%s)", what, api->status_string(s), api->status_name(s));
   return GS_ERR_CUDA;
 }
 
@@ -162,20 +168,30 @@ gs_status init_device(DevState **out, gs_error *err) {
   DevState &d = g_dev[dev];
   *out = &d;
   if (d.ready) return GS_OK;
-  cublasStatus_t s = cublasCreate(&d.handle);
-  if (s != CUBLAS_STATUS_SUCCESS) return blas_fail(err, s, "cublasCreate");
+  // The library first: without it nothing below can run.
+  const gs_cublas_api *api = gs_cublas(err);
+  if (!api) return GS_ERR_CUDA;
+  d.blas = api;
+  cublasStatus_t s = CUBLAS_STATUS_SUCCESS;
+  if (!d.handle) {
+    s = api->create(&d.handle);
+    if (s != CUBLAS_STATUS_SUCCESS) {
+      d.handle = nullptr;
+      return blas_fail(api, err, s, "cublasCreate");
+    }
+  }
   // f32 accumulation everywhere, also inside GEMMs with 16-bit outputs.
-  s = cublasSetMathMode(d.handle, CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION);
-  if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetStream(d.handle, 0);
-  if (s != CUBLAS_STATUS_SUCCESS) return blas_fail(err, s, "cublas setup");
+  s = api->set_math_mode(d.handle, CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION);
+  if (s == CUBLAS_STATUS_SUCCESS) s = api->set_stream(d.handle, 0);
+  if (s != CUBLAS_STATUS_SUCCESS) return blas_fail(api, err, s, "cublas setup");
   // The workspace comes from the accounted allocator so that peaks show it.
-  gs_status st = gs_cuda_malloc(&d.workspace, kWorkspaceBytes, err);
+  gs_status st = d.workspace ? GS_OK : gs_cuda_malloc(&d.workspace, kWorkspaceBytes, err);
   if (st != GS_OK) return st;
-  s = cublasSetWorkspace(d.handle, d.workspace, kWorkspaceBytes);
-  if (s != CUBLAS_STATUS_SUCCESS) return blas_fail(err, s, "cublasSetWorkspace");
+  s = api->set_workspace(d.handle, d.workspace, kWorkspaceBytes);
+  if (s != CUBLAS_STATUS_SUCCESS) return blas_fail(api, err, s, "cublasSetWorkspace");
   int pools = 0;
   cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, dev);
-  if (pools) {
+  if (pools && !d.pool) {
     cudaMemPoolProps props = {};
     props.allocType = cudaMemAllocationTypePinned;
     props.location.type = cudaMemLocationTypeDevice;
@@ -222,15 +238,16 @@ struct Scratch {
 // Row-major GEMMs through column-major cuBLAS: a row-major M is the
 // column-major M^T, so C = A B is computed as C^T = B^T A^T.
 struct Blas {
+  const gs_cublas_api *api;
   cublasHandle_t h;
   gs_error *err;
   gs_status gemm(const char *what, cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n, int64_t k,
                  float alpha, const void *a, gs_dtype adt, int64_t lda, const void *b, int64_t ldb, float beta,
                  void *c, cudaDataType_t ct, int64_t ldc) {
-    cublasStatus_t s = cublasGemmEx(h, ta, tb, (int)m, (int)n, (int)k, &alpha, a, cuda_type(adt), (int)lda, b,
+    cublasStatus_t s = api->gemm_ex(h, ta, tb, (int)m, (int)n, (int)k, &alpha, a, cuda_type(adt), (int)lda, b,
                                     cuda_type(adt), (int)ldb, &beta, c, ct, (int)ldc, CUBLAS_COMPUTE_32F,
                                     CUBLAS_GEMM_DEFAULT);
-    return s == CUBLAS_STATUS_SUCCESS ? GS_OK : blas_fail(err, s, what);
+    return s == CUBLAS_STATUS_SUCCESS ? GS_OK : blas_fail(api, err, s, what);
   }
 };
 
@@ -286,7 +303,7 @@ gs_status run(const gs_lce_args *a, int backward, gs_error *err) {
   std::lock_guard<std::mutex> lock(g_mu);
   DevState *dev = nullptr;
   if ((st = init_device(&dev, err)) != GS_OK) return st;
-  Blas blas{dev->handle, err};
+  Blas blas{dev->blas, dev->handle, err};
   Scratch scratch(dev->pool);
   const int64_t n = a->n, hd = a->hidden, v = a->v;
   const gs_dtype t = a->h_dtype;
