@@ -441,6 +441,29 @@ local function describe_backend(backend, opts)
       it(case.name, function() check_case(case, backend) end)
     end
 
+    -- docs/losses.md, section 2. The reference once gave lse = -inf and
+    -- z_loss = inf for V = 1 (no other class to make the NaN) and NaN for
+    -- V > 1; a property run found it (seed 3336913893).
+    it("a row of -inf logits only has no distribution: NaN loss, lse, z_loss and gradient, V = 1 and V = 3", function()
+      local dev = device_of(backend)
+      for _, v in ipairs({ 1, 3 }) do
+        local x = gs.full({ 2, v }, -math.huge):to(dev)
+        x:set(1, 0, 0)
+        local t = i64({ 0, 0 }):to(dev)
+        local o = { backend = backend, reduction = "none", lse_square_scale = 0.1 }
+        local loss, aux = gs.cross_entropy(x, t, with(o, { grad = true }))
+        assert.all(loss:at(0), "nan")
+        assert.all(aux.lse:at(0), "nan")
+        assert.all(aux.z_loss:at(0), "nan")
+        assert.all(aux.grad:row(0), "nan")
+        assert.finite(loss:at(1))
+        assert.finite(aux.grad:row(1))
+        assert.all(gs.cross_entropy_backward(x, t, 1, o):row(0), "nan")
+        assert.all(gs.log_probs(x, t, { backend = backend }):at(0), "nan")
+        assert.all(gs.entropy(x, { backend = backend }):at(0), "nan")
+      end
+    end)
+
     it("target V, ignore_index - 1 and ignore_index + 1 are errors naming the row and the value", function()
       check_target_errors(backend)
     end)

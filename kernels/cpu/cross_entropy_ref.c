@@ -91,8 +91,11 @@ static void load_row(ref_ctx *c, int64_t i) {
   }
   c->m = c->z[k];
   /* A +inf logit poisons its row, as in PyTorch (exp(inf - inf) is NaN
-   * there too): the fast kernels make the same choice. */
-  if (c->m == INFINITY) {
+   * there too): the fast kernels make the same choice. A row of -inf
+   * logits only has no distribution and is NaN too (docs/losses.md,
+   * section 2): with V = 1 there is no other term to make the NaN, and
+   * lse would come out as -inf. */
+  if (c->m == INFINITY || c->m == -INFINITY) {
     c->l = NAN;
     return;
   }
