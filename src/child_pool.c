@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -87,6 +88,24 @@ void gs_child_kill(int pid) {
   if (pid <= 0) return;
   kill(-(pid_t)pid, SIGKILL);
   kill((pid_t)pid, SIGKILL);
+}
+
+int gs_stdout_to_stderr(void) {
+  fflush(stdout);
+  int saved = dup(STDOUT_FILENO);
+  if (saved < 0) return -1;
+  if (dup2(STDERR_FILENO, STDOUT_FILENO) < 0) {
+    close(saved);
+    return -1;
+  }
+  return saved;
+}
+
+void gs_stdout_restore(int saved) {
+  if (saved < 0) return;
+  fflush(stdout);
+  dup2(saved, STDOUT_FILENO);
+  close(saved);
 }
 
 void gs_sleep(double seconds) {

@@ -79,5 +79,10 @@ int gs_child_start(const char *const *argv, const char *stdout_path, const char 
 int gs_child_poll(int pid, int block, int *code, int *term_signal, double *cpu_s, long *max_rss_kb);
 void gs_child_kill(int pid);
 void gs_sleep(double seconds);
+/* gradspec run --output json --no-isolate: what specs print goes to stderr
+ * while stdout is kept for the report. gs_stdout_to_stderr returns the saved
+ * stdout (-1 on failure) for gs_stdout_restore. */
+int gs_stdout_to_stderr(void);
+void gs_stdout_restore(int saved);
 
 #endif

@@ -10,10 +10,26 @@ local RUN_OPTIONS = [[
                           (a tag that no selected spec file uses is a usage error)
   --seed N                seed of the random tensors (default 1234)
   --list                  list the selected its without running them
-  --output text|tap|junit how to report (default text)
+  --list-files            list the spec files this run would run (after --shard) and exit
+  --output FORMAT         how to report: text (default), tap, junit, or json (one document on
+                          stdout; the specs' own output and the summary line go to stderr)
   --junit FILE            also write a JUnit XML report to FILE
+  --json FILE             also write the JSON report to FILE
+  --repeat N              run each selected it N times in a row, the seed advancing by one each
+                          time; its that pass in some runs and fail in others are listed as flaky
+  --shuffle               run the files, and the its of each block, in a random order; the seed
+                          is printed before the summary line
+  --shuffle-seed S        shuffle with seed S (the same order as the run that printed it)
+  --list-slowest K        list the K slowest its after the run
   -v, --verbose           one line per it
   --no-isolate            run spec files in this process instead of one child process each
+  -j, --jobs N            run N spec files at once, each in its child process (default 1;
+                          0: one per core); output, results and reports stay in file order
+  --shard K/N             run shard K of N: a fixed share of the spec files, so that N machines
+                          run the suite once between them (balanced by --timings when given)
+  --timings FILE          times of an earlier run (--save-timings): balance --shard, and start
+                          the slowest files first under -j
+  --save-timings FILE     write each spec file's time to FILE (entries for other files are kept)
   --timeout SECONDS       per-file time limit when isolated (default 600)
   --strict-outputs        fail, not warn, on any op output that was never asserted
   --fail-fast             stop at the first failing it
@@ -64,8 +80,9 @@ local function run_usage_error(msg)
   return 2
 end
 
-local RUN_FLAGS = { "--filter", "--tags", "--exclude-tags", "--seed", "--list", "--output", "--junit", "-v",
-  "--verbose", "--no-isolate", "--timeout", "--strict-outputs", "--fail-fast", "--fail-if-nothing-ran", "--load",
+local RUN_FLAGS = { "--filter", "--tags", "--exclude-tags", "--seed", "--list", "--list-files", "--output", "--junit",
+  "--json", "--repeat", "--shuffle", "--shuffle-seed", "--list-slowest", "-v",
+  "--verbose", "--no-isolate", "-j", "--jobs", "--shard", "--timings", "--save-timings", "--timeout", "--strict-outputs", "--fail-fast", "--fail-if-nothing-ran", "--load",
   "-h", "--help" }
 
 local function split_set(s)
@@ -75,7 +92,7 @@ local function split_set(s)
 end
 
 local function parse_run(args)
-  local o = { paths = {}, isolate = true, output = "text", seed = 1234, timeout = 600, load = {} }
+  local o = { paths = {}, isolate = true, output = "text", seed = 1234, timeout = 600, load = {}, jobs = 1 }
   local i = 1
   local function value(flag)
     i = i + 1
@@ -95,14 +112,52 @@ local function parse_run(args)
       o.seed = tonumber(value(a))
       if not o.seed then error({ usage = "--seed needs a number, got " .. args[i] }) end
     elseif a == "--list" then o.list = true
+    elseif a == "--list-files" then o.list_files = true
     elseif a == "--output" then
       o.output = value(a)
-      if o.output ~= "text" and o.output ~= "tap" and o.output ~= "junit" then
-        error({ usage = "--output must be text, tap or junit, got " .. o.output })
+      if o.output ~= "text" and o.output ~= "tap" and o.output ~= "junit" and o.output ~= "json" then
+        error({ usage = "--output must be text, tap, junit or json, got " .. o.output })
       end
     elseif a == "--junit" then o.junit = value(a)
+    elseif a == "--json" then o.json = value(a)
+    elseif a == "--repeat" then
+      local n = tonumber(value(a))
+      if not n or n < 1 or n ~= math.floor(n) then
+        error({ usage = "--repeat needs a whole number of runs >= 1, got " .. args[i] })
+      end
+      o["repeat"] = n
+    elseif a == "--shuffle" then o.shuffle = true
+    elseif a == "--shuffle-seed" then
+      local n = tonumber(value(a))
+      if not n or n < 0 or n ~= math.floor(n) or n >= 2 ^ 32 then
+        error({ usage = "--shuffle-seed needs a whole number in [0, 2^32), got " .. args[i] })
+      end
+      o.shuffle, o.shuffle_seed = true, n
+    elseif a == "--list-slowest" then
+      local n = tonumber(value(a))
+      if not n or n < 1 or n ~= math.floor(n) then
+        error({ usage = "--list-slowest needs a whole number >= 1, got " .. args[i] })
+      end
+      o.slowest = n
     elseif a == "-v" or a == "--verbose" then o.verbose = true
     elseif a == "--no-isolate" then o.isolate = false
+    elseif a == "-j" or a == "--jobs" or a:match("^%-j%d+$") then
+      local v = a:match("^%-j(%d+)$") or value(a)
+      local n = tonumber(v)
+      if not n or n < 0 or n ~= math.floor(n) then
+        error({ usage = "-j needs a whole number of jobs (0: one per core), got " .. tostring(v) })
+      end
+      o.jobs = n
+    elseif a == "--shard" then
+      local v = value(a)
+      local k, n = v:match("^(%d+)/(%d+)$")
+      k, n = tonumber(k), tonumber(n)
+      if not k or n < 1 or k < 1 or k > n then
+        error({ usage = "--shard needs K/N with 1 <= K <= N (shard K of N), got " .. v })
+      end
+      o.shard = { k = k, n = n }
+    elseif a == "--timings" then o.timings_file = value(a)
+    elseif a == "--save-timings" then o.save_timings = value(a)
     elseif a == "--timeout" then
       o.timeout = tonumber(value(a))
       if not o.timeout or o.timeout <= 0 then error({ usage = "--timeout needs a positive number of seconds" }) end
@@ -117,6 +172,10 @@ local function parse_run(args)
     i = i + 1
   end
   if #o.paths == 0 then o.paths = { "specs" } end
+  if o.jobs == 0 then o.jobs = tonumber(require("gradspec.ffi").C.gs_cpu_count()) end
+  if o.jobs > 1 and not o.isolate then
+    error({ usage = "-j runs spec files in child processes: it cannot be used with --no-isolate" })
+  end
   return o
 end
 
@@ -181,6 +240,28 @@ function M.run(args)
     local bad_tags = check_tags(o, files, runner)
     if bad_tags then return run_usage_error(bad_tags) end
   end
+  if o.timings_file then
+    local t, n_or_err = runner.read_timings(o.timings_file)
+    if t then o.timings = t
+    else
+      -- the first run of a CI matrix has no timings yet: every file weighs the same
+      io.stderr:write("gradspec run: --timings: cannot read ", o.timings_file, " (", tostring(n_or_err),
+        "); running without timings\n")
+    end
+  end
+  if o.shard then files = runner.shard(files, o.shard.k, o.shard.n, o.timings) end
+  if o.shuffle and not o.child_results then
+    -- a fresh seed unless one was given; printed so that the order can be replayed
+    if not o.shuffle_seed then
+      local C = require("gradspec.ffi").C
+      o.shuffle_seed = math.floor((C.gs_now() * 1e6 + os.time() * 7919) % 4294967296)
+    end
+    files = runner.permuter(runner.mix_seed(o.shuffle_seed, "files"))(files)
+  end
+  if o.list_files then
+    for _, f in ipairs(files) do io.stdout:write(f, "\n") end
+    return 0
+  end
   local lok, lerr = load_backends(o)
   if not lok then
     io.stderr:write("gradspec run: ", tostring(lerr), "\n")
@@ -206,8 +287,23 @@ function M.run(args)
 
   local on_record, flush_file
   if o.output == "text" then on_record, flush_file = report.text_progress(o.verbose, io.stdout) end
+  -- JSON: stdout holds the document alone; what the specs print goes to stderr
+  local C = require("gradspec.ffi").C
+  local saved_stdout = nil
+  if o.output == "json" then
+    o.child_stdout_to_stderr = true
+    if not o.isolate then
+      io.stdout:flush()
+      saved_stdout = C.gs_stdout_to_stderr()
+    end
+  end
   local results, state = runner.run(files, o, on_record)
+  if saved_stdout then
+    io.stdout:flush()
+    C.gs_stdout_restore(saved_stdout)
+  end
   if flush_file then flush_file() end
+  state.shuffle_seed = o.shuffle_seed
   local counts = runner.counts(results)
   local interrupted = state.interrupted ~= 0
   if o.list then
@@ -218,12 +314,35 @@ function M.run(args)
     return counts.fail > 0 and 1 or 0
   end
   local notes = report.notes(counts, state)
-  if o.output == "text" then report.text_summary(results, counts, io.stdout, notes)
-  elseif o.output == "tap" then report.tap(results, counts, io.stdout, notes)
+  local extras = { slowest = o.slowest }
+  local function json_doc()
+    return report.json(results, counts, state, notes, {
+      version = require("gradspec").version, seed = o.seed, shuffle_seed = o.shuffle_seed, ["repeat"] = o["repeat"],
+      jobs = o.jobs, shard = o.shard and (o.shard.k .. "/" .. o.shard.n) or nil, slowest = o.slowest })
+  end
+  if o.output == "text" then report.text_summary(results, counts, io.stdout, notes, extras)
+  elseif o.output == "tap" then report.tap(results, counts, io.stdout, notes, extras)
+  elseif o.output == "json" then
+    io.stdout:write(json_doc())
+    io.stdout:flush()
+    io.stderr:write(report.extras_text(results, extras))
+    for _, n in ipairs(notes) do io.stderr:write(n.text, "\n") end
+    io.stderr:write(report.summary_line(counts), "\n")
   else
     io.stdout:write(report.junit(results, counts))
+    io.stderr:write(report.extras_text(results, extras))
     for _, n in ipairs(notes) do io.stdout:write(n.text, "\n") end
     io.stdout:write(report.summary_line(counts), "\n")
+  end
+  if o.json then
+    local f, err = io.open(o.json, "w")
+    if not f then return run_usage_error("--json: cannot write " .. o.json .. ": " .. tostring(err)) end
+    f:write(json_doc())
+    f:close()
+  end
+  if o.save_timings and not o.list then
+    local wok, werr = runner.write_timings(o.save_timings, state.file_times)
+    if not wok then io.stderr:write("gradspec run: --save-timings: cannot write ", o.save_timings, ": ", tostring(werr), "\n") end
   end
   if o.junit then
     local f, err = io.open(o.junit, "w")

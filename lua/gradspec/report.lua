@@ -12,6 +12,10 @@ M.summary_line = summary_line
 -- results.
 function M.notes(counts, state)
   local notes = {}
+  if state and state.shuffle_seed then
+    notes[#notes + 1] = { kind = "shuffle", text = string.format(
+      "shuffled: files and its ran in a random order; the same order again: --shuffle-seed %d", state.shuffle_seed) }
+  end
   if state and state.interrupted and state.interrupted ~= 0 then
     local text = "interrupted: " .. tostring(state.signal) .. " stopped the run"
     if state.file then text = text .. " in " .. state.file end
@@ -27,7 +31,79 @@ end
 
 local function ms(t) return t and string.format("%.1f ms", t * 1000) or "" end
 
+-- An it's name as reports show it: a --repeat run adds which run and its
+-- seed, so that each run is a test case of its own and can be replayed.
+local function display_name(r)
+  if r["repeat"] then return string.format("%s (run %d, seed %s)", r.name, r["repeat"], tostring(r.seed)) end
+  return r.name
+end
+M.display_name = display_name
+
+-- Its that passed in some --repeat runs and failed in others, in the order
+-- they first ran: {name, file, line, runs, failed, seeds = the failing
+-- runs' seeds}.
+function M.flaky(results)
+  local by_key, order = {}, {}
+  for _, r in ipairs(results) do
+    if r["repeat"] and (r.status == "pass" or r.status == "fail") then
+      local key = tostring(r.file) .. "\0" .. tostring(r.line) .. "\0" .. r.name
+      local e = by_key[key]
+      if not e then
+        e = { name = r.name, file = r.file, line = r.line, runs = 0, failed = 0, seeds = {} }
+        by_key[key], order[#order + 1] = e, key
+      end
+      e.runs = e.runs + 1
+      if r.status == "fail" then
+        e.failed = e.failed + 1
+        e.seeds[#e.seeds + 1] = r.seed
+      end
+    end
+  end
+  local out = {}
+  for _, key in ipairs(order) do
+    local e = by_key[key]
+    if e.failed > 0 and e.failed < e.runs then out[#out + 1] = e end
+  end
+  return out
+end
+
+local function flaky_lines(flaky)
+  local lines = {}
+  for _, e in ipairs(flaky) do
+    local seeds = {}
+    for i, sd in ipairs(e.seeds) do seeds[i] = tostring(sd) end
+    lines[#lines + 1] = string.format("%s (%s:%d): failed %d of %d runs (--seed %s)", e.name, tostring(e.file),
+      e.line or 0, e.failed, e.runs, table.concat(seeds, ", "))
+  end
+  return lines
+end
+
+-- The k its that took longest, slowest first (skipped its have no time).
+function M.slowest(results, k)
+  local timed = {}
+  for i, r in ipairs(results) do
+    if r.time then timed[#timed + 1] = { r = r, i = i } end
+  end
+  table.sort(timed, function(a, b)
+    if a.r.time ~= b.r.time then return a.r.time > b.r.time end
+    return a.i < b.i
+  end)
+  local out = {}
+  for i = 1, math.min(k or 0, #timed) do out[i] = timed[i].r end
+  return out
+end
+
+local function slowest_lines(results, k)
+  local lines = {}
+  for _, r in ipairs(M.slowest(results, k)) do
+    lines[#lines + 1] = string.format("%10s  %s (%s:%d)", ms(r.time), display_name(r), tostring(r.file), r.line or 0)
+  end
+  return lines
+end
+
 -- Progress for the text format: one line per it with -v, else one per file.
+-- A file's line is written once its last record is in (the runner's
+-- "file_done"), so that it comes before the next file's own output.
 function M.text_progress(verbose, out)
   local file, counts, spent = nil, nil, 0
   local function flush_file()
@@ -36,8 +112,13 @@ function M.text_progress(verbose, out)
         counts.fail, counts.skip, spent))
       out:flush()
     end
+    file = nil
   end
   return function(rec)
+    if rec.ev == "file_done" then
+      if rec.file == file then flush_file() end
+      return
+    end
     if rec.ev == "list" then
       out:write(string.format("%s:%d: %s %s\n", rec.file, rec.line or 0, rec.name, rec.tags or ""))
       return
@@ -54,7 +135,7 @@ function M.text_progress(verbose, out)
       local label = ({ pass = "PASS", fail = "FAIL", skip = "SKIP" })[rec.status]
       local extra = rec.status == "skip" and (" (" .. tostring(rec.reason) .. ")")
         or (rec.time and (" (" .. ms(rec.time) .. ")") or "")
-      out:write(string.format("  %s  %s%s\n", label, rec.name, extra))
+      out:write(string.format("  %s  %s%s\n", label, display_name(rec), extra))
       for _, w in ipairs(rec.warnings or {}) do out:write("        warning: ", w, "\n") end
       for _, n in ipairs(rec.notes or {}) do out:write("        ", n, "\n") end
       out:flush()
@@ -62,7 +143,9 @@ function M.text_progress(verbose, out)
   end, flush_file
 end
 
-function M.text_summary(results, counts, out, notes)
+-- opts: slowest = K (list the K slowest its).
+function M.text_summary(results, counts, out, notes, opts)
+  opts = opts or {}
   local failures, warnings, reasons, order = {}, {}, {}, {}
   local partial, partial_order = {}, {}
   for _, r in ipairs(results) do
@@ -93,9 +176,18 @@ function M.text_summary(results, counts, out, notes)
   if #failures > 0 then
     out:write("\nFailures:\n")
     for i, r in ipairs(failures) do
-      out:write(string.format("\n%d) %s\n   %s:%d\n", i, r.name, r.file or "?", r.line or 0))
+      out:write(string.format("\n%d) %s\n   %s:%d\n", i, display_name(r), r.file or "?", r.line or 0))
       out:write("   ", (tostring(r.message):gsub("\n", "\n   ")), "\n")
     end
+  end
+  local flaky = M.flaky(results)
+  if #flaky > 0 then
+    out:write("\nFlaky (passed in some --repeat runs, failed in others):\n")
+    for _, line in ipairs(flaky_lines(flaky)) do out:write("  ", line, "\n") end
+  end
+  if opts.slowest then
+    out:write(string.format("\nSlowest %d its:\n", opts.slowest))
+    for _, line in ipairs(slowest_lines(results, opts.slowest)) do out:write("  ", line, "\n") end
   end
   out:write("\n")
   for _, n in ipairs(notes or {}) do out:write(n.text, "\n") end
@@ -108,10 +200,11 @@ end
 
 -- TAP 13: an interrupted run ends with "Bail out!", other notes are
 -- comments.
-function M.tap(results, counts, out, notes)
+function M.tap(results, counts, out, notes, opts)
+  opts = opts or {}
   out:write("TAP version 13\n1..", #results, "\n")
   for i, r in ipairs(results) do
-    local name = r.name:gsub("#", "\\#")
+    local name = display_name(r):gsub("#", "\\#")
     if r.status == "pass" then
       out:write(string.format("ok %d - %s\n", i, name))
     elseif r.status == "skip" then
@@ -122,8 +215,34 @@ function M.tap(results, counts, out, notes)
       out:write("  message: |\n", yaml_block(r.message), "\n  ...\n")
     end
   end
+  local flaky = M.flaky(results)
+  if #flaky > 0 then
+    out:write("# flaky (passed in some --repeat runs, failed in others):\n")
+    for _, line in ipairs(flaky_lines(flaky)) do out:write("#   ", line, "\n") end
+  end
+  if opts.slowest then
+    out:write(string.format("# slowest %d its:\n", opts.slowest))
+    for _, line in ipairs(slowest_lines(results, opts.slowest)) do out:write("#   ", line, "\n") end
+  end
   for _, n in ipairs(notes or {}) do out:write(n.kind == "interrupted" and "Bail out! " or "# ", n.text, "\n") end
   out:write(summary_line(counts), "\n")
+end
+
+-- For the formats whose stdout is one document (JUnit, JSON): the flaky
+-- and slowest lists, written to another stream.
+function M.extras_text(results, opts)
+  opts = opts or {}
+  local lines = {}
+  local flaky = M.flaky(results)
+  if #flaky > 0 then
+    lines[#lines + 1] = "Flaky (passed in some --repeat runs, failed in others):"
+    for _, line in ipairs(flaky_lines(flaky)) do lines[#lines + 1] = "  " .. line end
+  end
+  if opts.slowest then
+    lines[#lines + 1] = string.format("Slowest %d its:", opts.slowest)
+    for _, line in ipairs(slowest_lines(results, opts.slowest)) do lines[#lines + 1] = "  " .. line end
+  end
+  return #lines > 0 and (table.concat(lines, "\n") .. "\n") or ""
 end
 
 -- XML 1.0 text: escaped, and without the control characters it forbids.
@@ -164,7 +283,7 @@ function M.junit(results, counts)
       xml(f), id - 1, s.tests, s.failures, s.skipped, s.time, stamp)
     for _, r in ipairs(s.cases) do
       local open = string.format('    <testcase classname="%s" name="%s" file="%s" line="%d" time="%.6f"',
-        xml(classname), xml(r.name), xml(f), r.line or 0, r.time or 0)
+        xml(classname), xml(display_name(r)), xml(f), r.line or 0, r.time or 0)
       if r.status == "pass" then
         lines[#lines + 1] = open .. "/>"
       elseif r.status == "skip" then
@@ -182,6 +301,174 @@ function M.junit(results, counts)
   end
   lines[#lines + 1] = "</testsuites>"
   return table.concat(lines, "\n") .. "\n"
+end
+
+-- JSON ---------------------------------------------------------------------
+
+-- Text as a JSON string: escaped, and valid UTF-8 (a byte that does not
+-- start or continue a valid sequence becomes U+FFFD).
+local function utf8_clean(s)
+  if not s:find("[\128-\255]") then return s end
+  local out, i, n = {}, 1, #s
+  while i <= n do
+    local c = s:byte(i)
+    local len = c < 0x80 and 1 or (c >= 0xC2 and c <= 0xDF) and 2 or (c >= 0xE0 and c <= 0xEF) and 3
+      or (c >= 0xF0 and c <= 0xF4) and 4 or 0
+    local ok = len > 0 and i + len - 1 <= n
+    if ok and len > 1 then
+      for j = i + 1, i + len - 1 do
+        local d = s:byte(j)
+        if d < 0x80 or d > 0xBF then ok = false; break end
+      end
+      local d = s:byte(i + 1)
+      if ok and c == 0xE0 and d < 0xA0 then ok = false end -- overlong
+      if ok and c == 0xED and d > 0x9F then ok = false end -- surrogates
+      if ok and c == 0xF0 and d < 0x90 then ok = false end -- overlong
+      if ok and c == 0xF4 and d > 0x8F then ok = false end -- above U+10FFFF
+    end
+    if ok then
+      out[#out + 1] = s:sub(i, i + len - 1)
+      i = i + len
+    else
+      out[#out + 1] = "\239\191\189"
+      i = i + 1
+    end
+  end
+  return table.concat(out)
+end
+
+local json_escapes = { ['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = "\\f", ["\n"] = "\\n",
+  ["\r"] = "\\r", ["\t"] = "\\t" }
+
+local function json_string(s)
+  s = utf8_clean(tostring(s))
+  return '"' .. s:gsub('[%z\1-\31"\\]', function(c)
+    return json_escapes[c] or string.format("\\u%04x", c:byte())
+  end) .. '"'
+end
+
+-- Encodes nil (null), booleans, numbers (NaN and infinities as null),
+-- strings, arrays (tables with a [1] or marked with json_array) and objects
+-- (keys in the order of the table's `_order` list, else sorted).
+local ARRAY = {}
+M.json_array = function(t) return setmetatable(t or {}, ARRAY) end
+
+local function encode(v, indent, depth)
+  local t = type(v)
+  if v == nil then return "null" end
+  if t == "boolean" then return tostring(v) end
+  if t == "number" then
+    if v ~= v or v == math.huge or v == -math.huge then return "null" end
+    if v == math.floor(v) and math.abs(v) < 2 ^ 53 then return string.format("%d", v) end
+    return string.format("%.17g", v)
+  end
+  if t == "string" then return json_string(v) end
+  if t ~= "table" then return json_string(tostring(v)) end
+  local pad = indent and ("\n" .. string.rep(indent, depth + 1)) or ""
+  local close = indent and ("\n" .. string.rep(indent, depth)) or ""
+  local sep = indent and ": " or ":"
+  if getmetatable(v) == ARRAY or v[1] ~= nil then
+    if #v == 0 then return "[]" end
+    local parts = {}
+    for i = 1, #v do parts[i] = pad .. encode(v[i], indent, depth + 1) end
+    return "[" .. table.concat(parts, ",") .. close .. "]"
+  end
+  local keys = v._order
+  if not keys then
+    keys = {}
+    for k in pairs(v) do keys[#keys + 1] = k end
+    table.sort(keys)
+  end
+  local parts = {}
+  for _, k in ipairs(keys) do
+    if k ~= "_order" then parts[#parts + 1] = pad .. json_string(k) .. sep .. encode(v[k], indent, depth + 1) end
+  end
+  if #parts == 0 then return "{}" end
+  return "{" .. table.concat(parts, ",") .. close .. "}"
+end
+M.json_encode = function(v, indent) return encode(v, indent, 0) end
+
+-- An object whose keys are written in the given order; a key whose value
+-- is nil is written as null.
+local function obj(order, fields)
+  fields._order = order
+  return fields
+end
+
+local function strings(list)
+  local out = M.json_array()
+  for i, x in ipairs(list or {}) do out[i] = tostring(x) end
+  return out
+end
+
+-- The whole run as one JSON document (its schema:
+-- specs/fixtures/json/run.schema.json). info: seed, shuffle_seed, repeat,
+-- jobs, shard ("K/N"), slowest (K), version.
+function M.json(results, counts, state, notes, info)
+  info = info or {}
+  state = state or {}
+  local files, by_file = M.json_array(), {}
+  local total_assertions, total_time = 0, 0
+  for _, r in ipairs(results) do
+    local fname = r.file or "?"
+    local f = by_file[fname]
+    if not f then
+      f = obj({ "file", "status", "duration", "passed", "failed", "skipped", "its" },
+        { file = fname, passed = 0, failed = 0, skipped = 0, its = M.json_array(), time = 0 })
+      by_file[fname] = f
+      files[#files + 1] = f
+    end
+    local key = ({ pass = "passed", fail = "failed", skip = "skipped" })[r.status]
+    f[key] = f[key] + 1
+    f.time = f.time + (r.time or 0)
+    total_assertions = total_assertions + (r.assertions or 0)
+    total_time = total_time + (r.time or 0)
+    f.its[#f.its + 1] = obj({ "name", "line", "status", "duration", "message", "reason", "seed", "repeat",
+      "assertions", "warnings", "notes" }, {
+      name = r.name, line = r.line or 0, status = r.status, duration = r.time,
+      message = r.status == "fail" and tostring(r.message) or nil,
+      reason = r.status == "skip" and tostring(r.reason) or nil,
+      seed = r.seed, ["repeat"] = r["repeat"], assertions = r.assertions or 0,
+      warnings = strings(r.warnings), notes = strings(r.notes),
+    })
+  end
+  for _, f in ipairs(files) do
+    f.status = f.failed > 0 and "fail" or f.passed > 0 and "pass" or "skip"
+    f.duration = (state.file_times or {})[f.file] or f.time
+    f.time = nil
+  end
+  local flaky = M.json_array()
+  for i, e in ipairs(M.flaky(results)) do
+    local seeds = M.json_array()
+    for j, sd in ipairs(e.seeds) do seeds[j] = sd end
+    flaky[i] = obj({ "name", "file", "line", "runs", "failed", "failed_seeds" },
+      { name = e.name, file = e.file, line = e.line or 0, runs = e.runs, failed = e.failed, failed_seeds = seeds })
+  end
+  local note_list = M.json_array()
+  for i, n in ipairs(notes or {}) do note_list[i] = obj({ "kind", "text" }, { kind = n.kind, text = n.text }) end
+  local interrupted = nil
+  if state.interrupted and state.interrupted ~= 0 then
+    interrupted = obj({ "signal", "in", "files_not_run" },
+      { signal = tostring(state.signal), ["in"] = state.file, files_not_run = state.not_run or 0 })
+  end
+  local doc = obj({ "format", "gradspec", "seed", "shuffle_seed", "repeat", "jobs", "shard", "summary", "interrupted",
+    "notes", "files", "flaky", "slowest" }, {
+    format = "gradspec-run/1", gradspec = info.version, seed = info.seed, shuffle_seed = info.shuffle_seed,
+    ["repeat"] = info["repeat"] or 1, jobs = info.jobs or 1, shard = info.shard,
+    summary = obj({ "passed", "failed", "skipped", "its", "assertions", "duration" }, {
+      passed = counts.pass, failed = counts.fail, skipped = counts.skip, its = #results,
+      assertions = total_assertions, duration = total_time }),
+    interrupted = interrupted, notes = note_list, files = files, flaky = flaky,
+  })
+  if info.slowest then
+    local slow = M.json_array()
+    for i, r in ipairs(M.slowest(results, info.slowest)) do
+      slow[i] = obj({ "name", "file", "line", "duration", "repeat" },
+        { name = r.name, file = r.file, line = r.line or 0, duration = r.time, ["repeat"] = r["repeat"] })
+    end
+    doc.slowest = slow
+  end
+  return M.json_encode(doc, "  ") .. "\n"
 end
 
 return M

@@ -15,6 +15,44 @@ R.defaults = { seed = 1234, timeout = 600, isolate = true, output = "text" }
 
 local function shell_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
+-- Shuffling (--shuffle): a small generator of our own, so that a seed
+-- gives the same order on every machine and the specs' own math.random is
+-- left alone. xorshift32 over 32-bit integers.
+local bit = require("bit")
+
+-- A seed for one file: the run's seed mixed with the file's path (FNV-1a).
+function R.mix_seed(seed, path)
+  local h = bit.bxor(bit.tobit(2166136261), bit.tobit(seed % 4294967296))
+  for i = 1, #path do
+    h = bit.bxor(h, path:byte(i)) % 4294967296
+    -- h * 16777619 mod 2^32, as (h << 24) + 403 h: every step exact in a double
+    h = bit.tobit(bit.lshift(h, 24) + h * 403)
+  end
+  return h % 4294967296
+end
+
+-- A function that returns a shuffled copy of a list (Fisher-Yates),
+-- drawing from one stream seeded by seed.
+function R.permuter(seed)
+  local x = bit.tobit(seed)
+  if x == 0 then x = 2463534242 end
+  local function next_u32()
+    x = bit.bxor(x, bit.lshift(x, 13))
+    x = bit.bxor(x, bit.rshift(x, 17))
+    x = bit.bxor(x, bit.lshift(x, 5))
+    return x % 4294967296
+  end
+  return function(list)
+    local out = {}
+    for i, v in ipairs(list) do out[i] = v end
+    for i = #out, 2, -1 do
+      local j = next_u32() % i + 1
+      out[i], out[j] = out[j], out[i]
+    end
+    return out
+  end
+end
+
 -- Spec files under the given paths: directories are searched recursively for
 -- *_spec.lua, files are taken as they are.
 function R.find_specs(paths)
@@ -212,9 +250,14 @@ local function hook_error(label, e)
   return label .. ": " .. tostring(e)
 end
 
--- Runs one it and returns its result record.
-function R.run_it(item, options, set_running)
-  local res = { ev = "result", name = item.full_name, file = item.file, line = item.line, assertions = 0 }
+-- Runs one it and returns its result record. owner is the file's root node
+-- (its set_running and take_finally), or a set_running function; seed
+-- defaults to options.seed.
+function R.run_it(item, options, owner, seed)
+  local set_running, take_finally = owner, nil
+  if type(owner) == "table" then set_running, take_finally = owner.set_running, owner.take_finally end
+  seed = seed or options.seed or R.defaults.seed
+  local res = { ev = "result", name = item.full_name, file = item.file, line = item.line, assertions = 0, seed = seed }
   local node = item.node
   if node.kind == "pending" then
     res.status, res.reason = "skip", "pending"
@@ -225,7 +268,7 @@ function R.run_it(item, options, set_running)
     res.status, res.reason = "skip", reason
     return res
   end
-  T.set_seed(options.seed or R.defaults.seed)
+  T.set_seed(seed)
   A.reset_count()
   A.take_notes()
   track.begin()
@@ -243,6 +286,15 @@ function R.run_it(item, options, set_running)
     end
   end
   if ok then ok, err = xpcall(node.fn, handler) end
+  -- finally callbacks: the cleanups the it registered, whatever its outcome
+  for _, f in ipairs(take_finally and take_finally() or {}) do
+    local ok2, err2 = xpcall(f, handler)
+    if not ok2 then
+      err2 = hook_error("finally", err2)
+      if ok or is_skip(err) then ok, err = false, err2
+      elseif not is_skip(err2) then err = tostring(err) .. "\n" .. err2 end
+    end
+  end
   for _, f in ipairs(after) do
     local ok2, err2 = xpcall(f, handler)
     if not ok2 then
@@ -317,7 +369,8 @@ function R.run_file_here(path, options, emit)
     return
   end
   local items = {}
-  for _, item in ipairs(spec.flatten(root)) do
+  local permute = options.shuffle_seed and R.permuter(R.mix_seed(options.shuffle_seed, path)) or nil
+  for _, item in ipairs(spec.flatten(root, permute)) do
     if R.selected(item, options) then items[#items + 1] = item end
   end
   if options.list then
@@ -330,19 +383,102 @@ function R.run_file_here(path, options, emit)
     emit({ ev = "done", file = path })
     return
   end
+  -- The runs: each selected it, --repeat times in a row with the seed
+  -- advancing by one each time.
+  local repeats = math.max(1, options["repeat"] or 1)
+  local base_seed = options.seed or R.defaults.seed
+  local runs = {}
+  for _, item in ipairs(items) do
+    local known_skip = item.node.kind == "pending" or item.skip_reason ~= nil or requirement_missing(item.tags) ~= nil
+    for r = 1, repeats do
+      runs[#runs + 1] = { item = item, rep = repeats > 1 and r or nil, seed = base_seed + (r - 1), skip = known_skip }
+    end
+  end
   local names, lines = {}, {}
-  for k, item in ipairs(items) do names[k], lines[k] = item.full_name, item.line end
+  for k, run in ipairs(runs) do names[k], lines[k] = run.item.full_name, run.item.line end
   emit({ ev = "plan", file = path, names = names, lines = lines })
-  for k, item in ipairs(items) do
+
+  -- setup/teardown of each block (the file's root included): strict hooks
+  -- around the block's selected its, lazy ones around those that run (not
+  -- skipped before they start). A setup error fails every it of its block.
+  local spans = {}
+  for k, run in ipairs(runs) do
+    for _, b in ipairs(run.item.blocks or {}) do
+      local sp = spans[b]
+      if not sp then sp = {}; spans[b] = sp end
+      sp.first_sel, sp.last_sel = sp.first_sel or k, k
+      if not run.skip then sp.first_run, sp.last_run = sp.first_run or k, k end
+    end
+  end
+  local setup_error, torn = {}, {}
+  local function run_hooks(b, list, strict, seed)
+    for _, h in ipairs(b[list]) do
+      if h.strict == strict then
+        T.set_seed(seed)
+        local ok, err = xpcall(h.fn, handler)
+        if not ok and not is_skip(err) then
+          local label = h.what .. " (" .. spec.block_name(b) .. ")"
+          if list == "setup" then
+            setup_error[b] = setup_error[b] or (label .. ": " .. tostring(err))
+          else
+            emit({ ev = "result", status = "fail", name = spec.block_name(b) .. " (" .. h.what .. ")", file = path,
+              line = b.line or 0, assertions = 0, message = label .. ": " .. tostring(err) })
+          end
+        end
+      end
+    end
+  end
+  local function before_run(k, run)
+    for _, b in ipairs(run.item.blocks or {}) do
+      local sp = spans[b]
+      if sp.first_sel == k then run_hooks(b, "setup", true, run.seed) end
+      if sp.first_run == k then run_hooks(b, "setup", false, run.seed) end
+    end
+  end
+  local function after_run(k, run, stopping)
+    local blocks = run.item.blocks or {}
+    for i = #blocks, 1, -1 do
+      local b = blocks[i]
+      local sp = spans[b]
+      torn[b] = torn[b] or {}
+      if (sp.last_run == k or (stopping and sp.first_run and sp.first_run <= k)) and not torn[b].lazy then
+        torn[b].lazy = true
+        run_hooks(b, "teardown", false, run.seed)
+      end
+      if (sp.last_sel == k or stopping) and not torn[b].strict then
+        torn[b].strict = true
+        run_hooks(b, "teardown", true, run.seed)
+      end
+    end
+  end
+  local function blocked(run)
+    for _, b in ipairs(run.item.blocks or {}) do
+      if setup_error[b] then return setup_error[b] end
+    end
+    return nil
+  end
+
+  for k, run in ipairs(runs) do
     if C.gs_run_stopped() ~= 0 then
+      if k > 1 then after_run(k - 1, runs[k - 1], true) end
       emit({ ev = "done", file = path, stopped = "interrupted" })
       return
     end
-    emit({ ev = "start", name = item.full_name, file = path, line = item.line, index = k })
-    local res = R.run_it(item, options, root.set_running)
-    res.index = k
+    emit({ ev = "start", name = run.item.full_name, file = path, line = run.item.line, index = k })
+    before_run(k, run)
+    local res
+    local why = not run.skip and blocked(run)
+    if why then
+      res = { ev = "result", name = run.item.full_name, file = path, line = run.item.line, assertions = 0,
+        seed = run.seed, status = "fail", message = why }
+    else
+      res = R.run_it(run.item, options, root, run.seed)
+    end
+    res.index, res["repeat"] = k, run.rep
     emit(res)
-    if options.fail_fast and res.status == "fail" then
+    local stop = options.fail_fast and res.status == "fail"
+    after_run(k, run, stop)
+    if stop then
       emit({ ev = "done", file = path, stopped = "fail-fast" })
       return
     end
@@ -375,6 +511,14 @@ local function child_argv(path, results_path, options)
   set_arg("--tags", options.tags)
   set_arg("--exclude-tags", options.exclude_tags)
   if options.strict_outputs then argv[#argv + 1] = "--strict-outputs" end
+  if (options["repeat"] or 1) > 1 then
+    argv[#argv + 1] = "--repeat"
+    argv[#argv + 1] = tostring(options["repeat"])
+  end
+  if options.shuffle_seed then
+    argv[#argv + 1] = "--shuffle-seed"
+    argv[#argv + 1] = string.format("%d", options.shuffle_seed)
+  end
   if options.fail_fast then argv[#argv + 1] = "--fail-fast" end
   if options.list then argv[#argv + 1] = "--list" end
   load_args(argv, options)
@@ -385,22 +529,13 @@ end
 
 local function signal_name(sig) return "SIG" .. ffi.string(C.gs_signal_name(sig)) end
 
--- Runs one file in a child process and replays its records. Whatever the
--- child did not report fails: the it that was running when the process
--- ended (exit with any status, a signal, a timeout) fails with the reason,
--- and every it after it is "not run: the file ended early". Returns the
--- signal that interrupted the run, or 0.
-function R.run_file_isolated(path, options, emit)
-  local tmp = C.gs_run_temp_file()
-  if tmp == nil then error("gradspec run: cannot create a results file under $TMPDIR or /tmp", 0) end
-  local results_path = ffi.string(tmp)
-  local argv = child_argv(path, results_path, options)
-  local cargv = ffi.new("const char *[?]", #argv + 1)
-  for i, a in ipairs(argv) do cargv[i - 1] = a end
-  local sig, timed_out = ffi.new("int[1]"), ffi.new("int[1]")
-  io.stdout:flush()
-  local code = C.gs_spawn_wait(cargv, options.timeout or R.defaults.timeout, sig, timed_out)
-  local stopped = C.gs_run_stopped()
+-- Replays the records a child wrote to results_path (then removes it) and
+-- fails whatever the child did not report: the it that was running when the
+-- process ended (exit with any status, a signal, a timeout) fails with the
+-- reason, and every it after it is "not run: the file ended early".
+-- code/sig/timed_out say how the child ended; stopped is the signal that
+-- stopped the run (0 when none). Returns stopped.
+function R.replay_child(path, results_path, options, emit, code, sig, timed_out, stopped)
   local plan, running, done, finished, failed_any, emitted = nil, nil, nil, {}, false, {}
   local f = io.open(results_path, "r")
   if f then
@@ -440,10 +575,10 @@ function R.run_file_isolated(path, options, emit)
   -- How the process ended, when it did not end as a finished file does:
   -- status 1 when an it failed, 0 when none did.
   local how
-  if timed_out[0] ~= 0 then
+  if timed_out ~= 0 then
     how = string.format("timed out after %g s (--timeout)", options.timeout or R.defaults.timeout)
-  elseif sig[0] ~= 0 then
-    how = "crashed with " .. signal_name(sig[0])
+  elseif sig ~= 0 then
+    how = "crashed with " .. signal_name(sig)
   elseif code < 0 then
     how = "could not be started or waited for"
   elseif not done or code ~= (failed_any and 1 or 0) then
@@ -488,10 +623,208 @@ function R.run_file_isolated(path, options, emit)
   return 0
 end
 
+local function temp_file()
+  local tmp = C.gs_run_temp_file()
+  if tmp == nil then error("gradspec run: cannot create a results file under $TMPDIR or /tmp", 0) end
+  return ffi.string(tmp)
+end
+
+local function c_argv(argv)
+  local cargv = ffi.new("const char *[?]", #argv + 1)
+  for i, a in ipairs(argv) do cargv[i - 1] = a end
+  return cargv
+end
+
+-- Runs one file in a child process and replays its records (see
+-- replay_child). Returns the signal that interrupted the run, or 0.
+function R.run_file_isolated(path, options, emit)
+  local results_path = temp_file()
+  local cargv = c_argv(child_argv(path, results_path, options))
+  local sig, timed_out = ffi.new("int[1]"), ffi.new("int[1]")
+  io.stdout:flush()
+  local code = C.gs_spawn_wait(cargv, options.timeout or R.defaults.timeout, sig, timed_out)
+  return R.replay_child(path, results_path, options, emit, code, sig[0], timed_out[0], C.gs_run_stopped())
+end
+
+-- Copies a child's captured output to out, then removes the file.
+local function replay_output(path, out)
+  local f = io.open(path, "rb")
+  if f then
+    while true do
+      local chunk = f:read(65536)
+      if not chunk then break end
+      out:write(chunk)
+    end
+    f:close()
+    out:flush()
+  end
+  os.remove(path)
+end
+
+-- The order in which files start under -j: the slowest first by the
+-- timings of an earlier run (--timings), so that a long file does not start
+-- last and leave the other workers idle; file order otherwise. Output and
+-- reports keep file order whatever the start order.
+local function start_order(files, timings)
+  local order = {}
+  for i = 1, #files do order[i] = i end
+  if timings and next(timings) then
+    table.sort(order, function(a, b)
+      local ta, tb = timings[files[a]] or math.huge, timings[files[b]] or math.huge
+      if ta ~= tb then return ta > tb end
+      return a < b
+    end)
+  end
+  return order
+end
+
+-- Runs files in up to `jobs` child processes at once. Each child's stdout
+-- and stderr go to files of their own; a file's output and records are
+-- replayed once it and every file before it have finished, so that the
+-- output, the results and the reports are in file order, as in a serial
+-- run. emit_file(i, records) hands over file i's records; state gets what a
+-- serial run's loop would set.
+local function run_parallel(files, options, jobs, emit_file, state)
+  local timeout = options.timeout or R.defaults.timeout
+  local order = start_order(files, options.timings)
+  local next_start = 1
+  local running = {} -- index -> child
+  local n_running = 0
+  local finished = {} -- index -> child, records replayed, output still to show
+  local next_emit = 1
+  local stop_after = math.huge -- --fail-fast: the lowest index of a file that failed
+  local code, sig, cpu = ffi.new("int[1]"), ffi.new("int[1]"), ffi.new("double[1]")
+  -- where the children's stdout is shown (stderr when stdout is a report)
+  local out_stream = options.child_stdout_to_stderr and io.stderr or io.stdout
+
+  local function start(i)
+    local path = files[i]
+    local child = { index = i, path = path, results = temp_file(), out = temp_file(), err = temp_file() }
+    local argv = child_argv(path, child.results, options)
+    child.t0 = C.gs_now()
+    child.pid = C.gs_child_start(c_argv(argv), child.out, child.err)
+    running[i], n_running = child, n_running + 1
+    return child
+  end
+
+  -- Reads what a child that ended reported; `stopped` as in replay_child.
+  local function collect(child, rc, stopped)
+    running[child.index], n_running = nil, n_running - 1
+    child.time = C.gs_now() - child.t0
+    local records, failed = {}, false
+    if child.pid < 0 then code[0], sig[0], rc = -1, 0, 1 end
+    R.replay_child(child.path, child.results, options, function(rec)
+      if rec.status == "fail" then failed = true end
+      records[#records + 1] = rec
+    end, code[0], sig[0], child.timed_out and 1 or 0, stopped)
+    child.records, child.failed = records, failed
+    finished[child.index] = child
+    if failed and options.fail_fast and child.index < stop_after then stop_after = child.index end
+  end
+
+  local function discard(child)
+    for _, p in ipairs({ child.results, child.out, child.err }) do os.remove(p) end
+  end
+
+  local function kill_and_reap(child)
+    C.gs_child_kill(child.pid)
+    C.gs_child_poll(child.pid, 1, code, sig, cpu, nil)
+  end
+
+  local function emit_ready()
+    while finished[next_emit] and next_emit <= stop_after do
+      local child = finished[next_emit]
+      finished[next_emit] = nil
+      replay_output(child.out, out_stream)
+      replay_output(child.err, io.stderr)
+      state.file_times[child.path] = child.time
+      emit_file(child.index, child.records)
+      next_emit = next_emit + 1
+    end
+  end
+
+  while true do
+    local stopped = C.gs_run_stopped()
+    if stopped ~= 0 then
+      -- Ctrl-C: every child is killed; the files that ran are reported in
+      -- order, each running it failing as interrupted.
+      local was_running = {}
+      for i, child in pairs(running) do
+        kill_and_reap(child)
+        was_running[#was_running + 1] = i
+      end
+      table.sort(was_running)
+      for _, i in ipairs(was_running) do collect(running[i], 0, stopped) end
+      local names = {}
+      for _, i in ipairs(was_running) do names[#names + 1] = files[i] end
+      state.interrupted, state.file = stopped, #names > 0 and table.concat(names, ", ") or nil
+      local never = 0
+      for i = 1, #files do
+        if not finished[i] and i >= next_emit then never = never + 1 end
+      end
+      state.not_run = never
+      -- what finished is shown in file order; a gap (a file never started)
+      -- is skipped
+      for i = next_emit, #files do
+        local child = finished[i]
+        if child then
+          finished[i] = nil
+          replay_output(child.out, out_stream)
+          replay_output(child.err, io.stderr)
+          state.file_times[child.path] = child.time
+          emit_file(i, child.records)
+        end
+      end
+      return
+    end
+
+    while n_running < jobs and next_start <= #order do
+      local i = order[next_start]
+      next_start = next_start + 1
+      if i < stop_after then start(i) end
+    end
+
+    local progressed = false
+    for i, child in pairs(running) do
+      local r = child.pid < 0 and 1 or C.gs_child_poll(child.pid, 0, code, sig, cpu, nil)
+      if r == 0 and timeout > 0 and C.gs_now() - child.t0 > timeout then
+        child.timed_out = true
+        kill_and_reap(child)
+        r = 1
+      end
+      if r ~= 0 then
+        collect(child, r, 0)
+        progressed = true
+      end
+    end
+    -- --fail-fast: files after the first failing one are not part of the
+    -- run, as in a serial run; those still running are stopped
+    for i, child in pairs(running) do
+      if i > stop_after then
+        kill_and_reap(child)
+        running[i], n_running = nil, n_running - 1
+        discard(child)
+      end
+    end
+    for i, child in pairs(finished) do
+      if i > stop_after then
+        finished[i] = nil
+        discard(child)
+      end
+    end
+    emit_ready()
+    if n_running == 0 and (next_start > #order or next_emit > stop_after) then break end
+    if not progressed then C.gs_sleep(0.001) end
+  end
+  emit_ready()
+end
+
 -- Runs every file; returns the list of results and what stopped the run
--- early ({interrupted = signal number or 0, file = the file it stopped in,
--- not_run = files never started}). on_record sees each record as it arrives
--- (the text reporter prints progress from it).
+-- early ({interrupted = signal number or 0, file = the file(s) it stopped in,
+-- not_run = files never started, file_times = seconds per file}). on_record
+-- sees each record as it arrives (the text reporter prints progress from
+-- it), and a {ev = "file_done", file, time} record after each file's.
+-- options.jobs > 1 runs that many files at once (isolated runs only).
 function R.run(files, options, on_record)
   local results = {}
   local function emit(rec)
@@ -503,25 +836,38 @@ function R.run(files, options, on_record)
     if rec.status == "fail" then failed = true end
     emit(rec)
   end
-  local state = { interrupted = 0, not_run = 0 }
+  local state = { interrupted = 0, not_run = 0, file_times = {} }
   local in_process, parent = not options.isolate, not options.child_results
   local real_exit = os.exit
   if in_process then os.exit = intercepted_exit end
   guard_on = in_process and parent
   -- SIGINT and SIGTERM stop the run; a child leaves them to its parent.
   if parent then C.gs_run_signals(in_process and 2 or 1) end
+  local jobs = options.jobs or 1
   local ok, err = xpcall(function()
+    -- children side by side; also one at a time when their stdout must
+    -- not reach ours (it is captured and shown on stderr)
+    if options.isolate and parent and ((jobs > 1 and #files > 1) or options.child_stdout_to_stderr) then
+      run_parallel(files, options, jobs, function(i, records)
+        for _, rec in ipairs(records) do watch(rec) end
+        emit({ ev = "file_done", file = files[i], time = state.file_times[files[i]] })
+      end, state)
+      return
+    end
     for i, path in ipairs(files) do
       local stopped = C.gs_run_stopped()
       if stopped ~= 0 then
         state.interrupted, state.not_run = stopped, #files - i + 1
         break
       end
+      local t0 = C.gs_now()
       if options.isolate then stopped = R.run_file_isolated(path, options, watch)
       else
         R.run_file_here(path, options, watch)
         stopped = C.gs_run_stopped()
       end
+      state.file_times[path] = C.gs_now() - t0
+      if parent then emit({ ev = "file_done", file = path, time = state.file_times[path] }) end
       if stopped ~= 0 then
         state.interrupted, state.file, state.not_run = stopped, path, #files - i
         break
@@ -536,6 +882,81 @@ function R.run(files, options, on_record)
   if not ok then error(err, 0) end
   if state.interrupted ~= 0 then state.signal = signal_name(state.interrupted) end
   return results, state
+end
+
+-- Timings files (--save-timings, read by --timings): one line per spec
+-- file, "seconds<TAB>path", after a comment line. Files from several runs
+-- (the shards of a CI matrix) concatenate into one; a path given twice keeps
+-- its last time.
+R.TIMINGS_HEADER = "# gradspec timings: seconds<TAB>spec file, one per line"
+
+function R.read_timings(path)
+  local f, err = io.open(path, "r")
+  if not f then return nil, err end
+  local t, n = {}, 0
+  for line in f:lines() do
+    local secs, file = line:match("^%s*([%d%.eE%+%-]+)\t(.-)%s*$")
+    if secs and tonumber(secs) and file ~= "" then
+      t[file] = tonumber(secs)
+      n = n + 1
+    end
+  end
+  f:close()
+  return t, n
+end
+
+-- Writes file_times ({path = seconds}), keeping the entries of an earlier
+-- timings file at `path` for files this run did not time.
+function R.write_timings(path, file_times)
+  local merged = R.read_timings(path) or {}
+  for file, secs in pairs(file_times) do merged[file] = secs end
+  local files = {}
+  for file in pairs(merged) do files[#files + 1] = file end
+  table.sort(files)
+  local f, err = io.open(path, "w")
+  if not f then return nil, err end
+  f:write(R.TIMINGS_HEADER, "\n")
+  for _, file in ipairs(files) do f:write(string.format("%.3f\t%s\n", merged[file], file)) end
+  f:close()
+  return true
+end
+
+-- Shard k of n (1-based) of the spec files, in their order. Every file goes
+-- to exactly one shard, the same one on every machine given the same files
+-- and timings: files are taken slowest first (by the timings; a file they
+-- do not list counts as their median; without timings every file weighs
+-- the same) and each goes to the shard with the least time so far, the
+-- lowest-numbered on a tie.
+function R.shard(files, k, n, timings)
+  timings = timings or {}
+  local known = {}
+  for _, f in ipairs(files) do
+    if timings[f] then known[#known + 1] = timings[f] end
+  end
+  table.sort(known)
+  local default = #known > 0 and known[math.floor((#known + 1) / 2)] or 1
+  local order = {}
+  for i, f in ipairs(files) do order[i] = { index = i, path = f, weight = timings[f] or default } end
+  table.sort(order, function(a, b)
+    if a.weight ~= b.weight then return a.weight > b.weight end
+    if a.path ~= b.path then return a.path < b.path end
+    return a.index < b.index
+  end)
+  local load, mine = {}, {}
+  for s = 1, n do load[s] = 0 end
+  for _, e in ipairs(order) do
+    local best = 1
+    for s = 2, n do
+      if load[s] < load[best] then best = s end
+    end
+    load[best] = load[best] + e.weight
+    if best == k then mine[e.index] = true end
+  end
+  local out = {}
+  for i, f in ipairs(files) do
+    if mine[i] then out[#out + 1] = f end
+  end
+  return out, load
 end
 
 function R.counts(results)

@@ -20,7 +20,7 @@ end
 local function new_node(kind, name, opts, fn, parent, line)
   return {
     kind = kind, name = name, tags = tags_of(name, opts), fn = fn, parent = parent,
-    children = {}, before = {}, after = {}, line = line, file = parent and parent.file,
+    children = {}, before = {}, after = {}, setup = {}, teardown = {}, line = line, file = parent and parent.file,
   }
 end
 
@@ -113,6 +113,26 @@ function M.collect(path, env_base)
   end
   function dsl.before_each(fn) table.insert(top().before, fn) end
   function dsl.after_each(fn) table.insert(top().after, fn) end
+  -- Once per describe block (or file): setup before its first it, teardown
+  -- after its last (see the runner). strict: also when every selected it of
+  -- the block is skipped; lazy: only when one of them runs.
+  local function add_hook(list, what, fn, strict)
+    if running then error(what .. ": cannot be called inside an it", 3) end
+    if type(fn) ~= "function" then error(what .. ": needs a function, got " .. type(fn), 3) end
+    table.insert(top()[list], { fn = fn, strict = strict, what = what })
+  end
+  -- Cleanups of the running it, run when it ends whatever the outcome.
+  local finally_list = nil
+  local hooks_api = {
+    setup = function(what, fn, strict) add_hook("setup", what, fn, strict) end,
+    teardown = function(what, fn, strict) add_hook("teardown", what, fn, strict) end,
+    finally = function(fn)
+      if not running or not finally_list then error("finally: can only be called inside a running it", 3) end
+      if type(fn) ~= "function" then error("finally: needs a function, got " .. type(fn), 3) end
+      finally_list[#finally_list + 1] = fn
+    end,
+  }
+  for name, f in pairs(require("gradspec.busted").dsl(hooks_api)) do dsl[name] = f end
   -- Inside a describe: skips every it of that block. Inside an it: skips it.
   function dsl.skip_if(cond, reason)
     reason = reason or "skipped"
@@ -127,7 +147,18 @@ function M.collect(path, env_base)
     return env_base[k]
   end })
 
-  root.set_running = function(v) running = v end
+  root.set_running = function(v)
+    running = v
+    if v then finally_list = {} end
+  end
+  -- The finally callbacks the running it registered, in the order to run
+  -- them (the last registered first).
+  root.take_finally = function()
+    local out = {}
+    for i = #(finally_list or {}), 1, -1 do out[#out + 1] = finally_list[i] end
+    finally_list = nil
+    return out
+  end
   local chunk, err = loadfile(path)
   if not chunk then
     root.load_error = err
@@ -144,11 +175,18 @@ function M.collect(path, env_base)
 end
 
 -- The it nodes in order, each with its full name, tags and skip reason
--- inherited from the enclosing describes.
-function M.flatten(root)
+-- inherited from the enclosing describes, and the describes around it
+-- (outermost first, the file's root node included). permute(list), when
+-- given, returns the children of a block in the order to run them (a
+-- shuffled run keeps each block's its together, as busted does).
+function M.flatten(root, permute)
   local out = {}
-  local function walk(node, names, tags, skip)
-    for _, child in ipairs(node.children) do
+  local function walk(node, names, tags, skip, chain)
+    local chain_here = { unpack(chain) }
+    chain_here[#chain_here + 1] = node
+    local children = node.children
+    if permute then children = permute(children) end
+    for _, child in ipairs(children) do
       local child_names = { unpack(names) }
       child_names[#child_names + 1] = child.name
       local child_tags = {}
@@ -156,17 +194,29 @@ function M.flatten(root)
       for t in pairs(child.tags) do child_tags[t] = true end
       local child_skip = skip or child.skip_reason
       if child.kind == "describe" then
-        walk(child, child_names, child_tags, child_skip)
+        walk(child, child_names, child_tags, child_skip, chain_here)
       else
         out[#out + 1] = {
           node = child, full_name = table.concat(child_names, " "), tags = child_tags,
-          skip_reason = child_skip, line = child.line, file = root.file,
+          skip_reason = child_skip, line = child.line, file = root.file, blocks = chain_here,
         }
       end
     end
   end
-  walk(root, {}, {}, nil)
+  walk(root, {}, {}, nil, {})
   return out
+end
+
+-- The full name of a describe block (the file's path for the root).
+function M.block_name(node)
+  local names = {}
+  local p = node
+  while p and p.kind == "describe" do
+    table.insert(names, 1, p.name)
+    p = p.parent
+  end
+  if #names == 0 then return tostring(node.file or node.name) end
+  return table.concat(names, " ")
 end
 
 -- Hooks to run around one it: before_each outermost first, after_each
