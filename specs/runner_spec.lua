@@ -345,6 +345,47 @@ rm -rf "$d" "$out"
     assert.is_true(has(out, "CHILDREN LEFT=0\n"), out)
     assert.is_true(has(out, "TEMP FILES LEFT=0\n"), out)
   end)
+
+  it("under -j 2: SIGINT stops every running child, removes the temporary files, reports in file order", function()
+    -- Two files hang at once, the third never starts. Under -j a child's
+    -- output goes to a temporary file in TMPDIR until its file is shown, so
+    -- the script waits for the text there, and for the second file's it to
+    -- have started (its "start" record in its results file).
+    local script = [=[
+d=$(mktemp -d); out=$(mktemp)
+GRADSPEC_SPEC_MARK="$d" TMPDIR="$d" "$GS" run specs/fixtures/runner/interrupt.lua specs/fixtures/runner/hang.lua \
+  specs/fixtures/runner/passing.lua -j 2 --timeout 20 > "$out" 2>&1 &
+pid=$!
+i=0
+until grep -qs "hanging now" "$d"/* && grep -qs 'start.*hang loops forever' "$d"/*; do
+  i=$((i+1)); if [ $i -gt 400 ]; then echo "NEVER STARTED"; break; fi; sleep 0.025
+done
+kill -INT $pid
+wait $pid
+echo "STATUS=$?"
+cat "$out"
+left=0
+for f in /proc/[0-9]*/environ; do
+  p=${f#/proc/}; p=${p%/environ}
+  if { tr '\0' '\n' < "$f"; } 2>/dev/null | grep -qx "GRADSPEC_SPEC_MARK=$d"; then left=$((left+1)); kill -9 "$p" 2>/dev/null; fi
+done
+echo "CHILDREN LEFT=$left"
+echo "TEMP FILES LEFT=$(ls -A "$d" | wc -l)"
+rm -rf "$d" "$out"
+]=]
+    local out = process.run("GS=" .. process.quote(process.self_exe()) .. "; " .. script)
+    assert.is_false(has(out, "NEVER STARTED"), out)
+    assert.is_true(has(out, "STATUS=130\n"), out)
+    assert.is_true(has(out, "hanging now\nspecs/fixtures/runner/interrupt.lua: 1 passed, 1 failed, 0 skipped"), out)
+    assert.is_true(has(out, "specs/fixtures/runner/hang.lua: 0 passed, 1 failed, 0 skipped"), out)
+    assert.is_false(has(out, "passing.lua"), out)
+    assert.is_true(has(out, "interrupt.lua: interrupted by SIGINT inside this it"), out)
+    assert.is_true(has(out, "hang.lua: interrupted by SIGINT inside this it"), out)
+    assert.is_true(has(out, "\ninterrupted: SIGINT stopped the run in specs/fixtures/runner/interrupt.lua, " ..
+      "specs/fixtures/runner/hang.lua; 1 spec file not run\n1 passed, 2 failed, 0 skipped\n"), out)
+    assert.is_true(has(out, "CHILDREN LEFT=0\n"), out)
+    assert.is_true(has(out, "TEMP FILES LEFT=0\n"), out)
+  end)
 end)
 
 describe("a run in which nothing ran", function()

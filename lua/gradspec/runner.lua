@@ -188,7 +188,8 @@ local function filtered_traceback(msg)
   local keep = {}
   for line in tb:gmatch("[^\n]+") do
     if not line:find("gradspec/runner%.lua") and not line:find("gradspec/cli%.lua")
-      and not line:find("gradspec/assert%.lua") and not line:find("%[C%]: in function 'xpcall'")
+      and not line:find("gradspec/assert%.lua") and not line:find("gradspec/busted%.lua")
+      and not line:find("%[C%]: in function 'xpcall'")
       and not line:find("%[C%]: in function 'error'")
       and not line:find("^stack traceback:") and line:match("%S") then
       keep[#keep + 1] = line
@@ -338,9 +339,10 @@ function R.run_it(item, options, owner, seed)
 end
 
 -- The environment specs and scripts see: the standard globals, gs, and the
--- assertion table (callable like Lua's own assert).
+-- assertion table (callable like Lua's own assert), with busted's spellings.
 function R.spec_env()
   local gs = require("gradspec")
+  require("gradspec.busted").install(gs.assert)
   local env = setmetatable({ gs = gs, assert = gs.assert }, { __index = _G })
   return env
 end
