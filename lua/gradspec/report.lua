@@ -452,7 +452,7 @@ function M.json(results, counts, state, notes, info)
       { signal = tostring(state.signal), ["in"] = state.file, files_not_run = state.not_run or 0 })
   end
   local doc = obj({ "format", "gradspec", "seed", "shuffle_seed", "repeat", "jobs", "shard", "summary", "interrupted",
-    "notes", "files", "flaky", "slowest" }, {
+    "notes", "files", "flaky" }, {
     format = "gradspec-run/1", gradspec = info.version, seed = info.seed, shuffle_seed = info.shuffle_seed,
     ["repeat"] = info["repeat"] or 1, jobs = info.jobs or 1, shard = info.shard,
     summary = obj({ "passed", "failed", "skipped", "its", "assertions", "duration" }, {
@@ -467,6 +467,7 @@ function M.json(results, counts, state, notes, info)
         { name = r.name, file = r.file, line = r.line or 0, duration = r.time, ["repeat"] = r["repeat"] })
     end
     doc.slowest = slow
+    doc._order[#doc._order + 1] = "slowest"
   end
   return M.json_encode(doc, "  ") .. "\n"
 end
