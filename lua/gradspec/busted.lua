@@ -173,8 +173,11 @@ local function namespace(name, map, S, A)
     names[#names + 1] = k
   end
   return setmetatable(ns, {
-    __index = function(_, key)
+    __index = function(t, key)
       if type(key) ~= "string" or key:sub(1, 1) == "_" then return nil end
+      -- busted's names are case-insensitive (assert.is_not.Nil: nil is a keyword)
+      local v = rawget(t, key:lower())
+      if v ~= nil then return v end
       local copy = { unpack(names) }
       error(unknown("assert." .. name .. ".", key, copy), 2)
     end,
@@ -197,6 +200,8 @@ function M.install(A)
   mt.__index = function(t, key)
     -- fields starting with "_" are probes of internals: absent is nil
     if type(key) ~= "string" or key:sub(1, 1) == "_" then return nil end
+    local v = rawget(t, key:lower())
+    if v ~= nil then return v end
     local names = {}
     for k, v in pairs(t) do
       if type(k) == "string" and k:sub(1, 1) ~= "_" and (type(v) == "function" or type(v) == "table")

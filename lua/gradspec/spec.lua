@@ -70,6 +70,7 @@ local function load_error(path, e)
   local keep = {}
   for frame in debug.traceback("", 3):gmatch("[^\n]+") do
     if frame:match("%S") and not frame:find("^stack traceback:") and not frame:find("gradspec/spec%.lua")
+      and not frame:find("gradspec/busted%.lua")
       and not frame:find("gradspec/runner%.lua") and not frame:find("gradspec/cli%.lua")
       and not frame:find("%[C%]: in function 'xpcall'") and not frame:find("%[C%]: in function 'error'") then
       keep[#keep + 1] = frame
