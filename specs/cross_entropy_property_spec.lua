@@ -4,6 +4,16 @@
 -- logits dtype, every option of ops.options, nasty values. Both backends get
 -- the same low-precision input, so only the fast kernel's f32 arithmetic
 -- separates them; the tolerances below bound that error row by row.
+--
+-- What other seeds found, and which side was wrong: seed 999, a row of
+-- seven zeros and 3.4e38 with label_smoothing = 1, where cpu gave inf and
+-- ref 2.975e38, was a kernel bug (the f32 smoothing sum overflowed; fixed,
+-- and guarded by extremes_spec), and then a gradient of 1e-30 that the
+-- kernel took through a subnormal f32 factor (w_t e^-28) and left with 3
+-- digits (a kernel bug, fixed); seed 3336913893, a row of -inf logits
+-- only, was a reference bug (lse -inf for V = 1 where the contract says
+-- NaN). Subnormal gradients (seeds 1 and 999) were the tolerance's fault:
+-- see NORMAL below.
 local ffi = require("ffi")
 local ops = require("gradspec.ops")
 local track = require("gradspec.track")

@@ -5,9 +5,10 @@
  * from the logits (convert, scale or softcap, max, exp against the running
  * max, sum); a chunk that raises the max rescales the sums so far. The terms
  * e_j are kept, with the max m_c they were taken against, in a per-worker
- * row buffer that stays in L2. Once lse is known, pass 2 writes the gradient
- * from p_j = e_j exp(m_c - lse): one multiply-add per element and no second
- * exp; the logits are read again (from cache) only where z itself is needed
+ * row buffer that stays in L2. Once lse = m + log s is known, pass 2 writes
+ * the gradient from p_j = e_j exp((m_c - m) - log s) (never from a rounded
+ * lse, which drops log s once |m| is large): one multiply-add per element
+ * and no second exp; the logits are read again (from cache) only where z itself is needed
  * (softcap chain, entropy). The target's column is left out of the f32 sums
  * and handled in f64, so that 1 - p_t keeps its digits as p_t -> 1.
  *
