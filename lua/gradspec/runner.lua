@@ -710,11 +710,11 @@ local function run_parallel(files, options, jobs, emit_file, state)
   end
 
   -- Reads what a child that ended reported; `stopped` as in replay_child.
-  local function collect(child, rc, stopped)
+  local function collect(child, stopped)
     running[child.index], n_running = nil, n_running - 1
     child.time = C.gs_now() - child.t0
     local records, failed = {}, false
-    if child.pid < 0 then code[0], sig[0], rc = -1, 0, 1 end
+    if child.pid < 0 then code[0], sig[0] = -1, 0 end
     R.replay_child(child.path, child.results, options, function(rec)
       if rec.status == "fail" then failed = true end
       records[#records + 1] = rec
@@ -756,7 +756,7 @@ local function run_parallel(files, options, jobs, emit_file, state)
         was_running[#was_running + 1] = i
       end
       table.sort(was_running)
-      for _, i in ipairs(was_running) do collect(running[i], 0, stopped) end
+      for _, i in ipairs(was_running) do collect(running[i], stopped) end
       local names = {}
       for _, i in ipairs(was_running) do names[#names + 1] = files[i] end
       state.interrupted, state.file = stopped, #names > 0 and table.concat(names, ", ") or nil
@@ -795,7 +795,7 @@ local function run_parallel(files, options, jobs, emit_file, state)
         r = 1
       end
       if r ~= 0 then
-        collect(child, r, 0)
+        collect(child, 0)
         progressed = true
       end
     end
