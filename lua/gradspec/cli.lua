@@ -81,9 +81,9 @@ local function run_usage_error(msg)
 end
 
 local RUN_FLAGS = { "--filter", "--tags", "--exclude-tags", "--seed", "--list", "--list-files", "--output", "--junit",
-  "--json", "--repeat", "--shuffle", "--shuffle-seed", "--list-slowest", "-v",
-  "--verbose", "--no-isolate", "-j", "--jobs", "--shard", "--timings", "--save-timings", "--timeout", "--strict-outputs", "--fail-fast", "--fail-if-nothing-ran", "--load",
-  "-h", "--help" }
+  "--json", "--repeat", "--shuffle", "--shuffle-seed", "--list-slowest", "-v", "--verbose", "--no-isolate", "-j",
+  "--jobs", "--shard", "--timings", "--save-timings", "--timeout", "--strict-outputs", "--fail-fast",
+  "--fail-if-nothing-ran", "--load", "-h", "--help" }
 
 local function split_set(s)
   local set = {}
@@ -260,6 +260,7 @@ function M.run(args)
   end
   if o.list_files then
     for _, f in ipairs(files) do io.stdout:write(f, "\n") end
+    if o.shuffle then io.stderr:write("gradspec run: shuffled with --shuffle-seed ", string.format("%d", o.shuffle_seed), "\n") end
     return 0
   end
   local lok, lerr = load_backends(o)
