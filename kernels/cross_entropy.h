@@ -93,6 +93,13 @@ gs_status gs_entropy_backward_cuda(const gs_ce_args *a, gs_error *err);
  * it so that the paths between chunks are exercised. */
 int64_t gs_ce_cpu_chunk(void);
 
+/* How often each code path of _cpu ran since the last reset (in place,
+ * interleaved pass 2, chunk redone, threads, ...), so that specs can show
+ * they reach every one. path counts from 0; past the last, NULL and -1. */
+const char *gs_ce_cpu_path_name(int path);
+int64_t gs_ce_cpu_path_count(int path);
+void gs_ce_cpu_paths_reset(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -53,6 +53,44 @@
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
+/* Which code paths the calls took, for specs that must reach each one
+ * (gs_ce_cpu_path_count). Counted per thread with plain increments, at most
+ * once per chunk of CHUNK columns, and added to the totals once per block of
+ * rows: nothing a benchmark can see. */
+enum {
+  PATH_FUSED,         /* pass 1 chunk in the one-loop fused form */
+  PATH_FUSED_REDO,    /* a fused chunk redone: its max rose past the headroom */
+  PATH_LOADED,        /* pass 1 chunk loaded first (smoothing, entropy, a redo) */
+  PATH_RESCALE,       /* sums so far rescaled to a larger max */
+  PATH_MASKED,        /* a chunk with nothing finite seen yet (-inf, NaN) */
+  PATH_SMOOTH_F64,    /* the smoothing sum redone in f64 (near FLT_MAX) */
+  PATH_PASS2_ALONG,   /* a chunk of the previous row's gradient written inside the fused loop */
+  PATH_PASS2_CHUNK,   /* a gradient chunk written on its own, f32 vectors */
+  PATH_PASS2_F64,     /* a gradient chunk in scalar f64 (constants f32 cannot keep) */
+  PATH_PASS2_NONFINITE, /* a gradient chunk with non-finite constants */
+  PATH_IGNORED_ROW,
+  PATH_INPLACE,       /* per call: the gradient overwrites the logits */
+  PATH_STREAMING,     /* per call: non-temporal gradient stores */
+  PATH_THREADS,       /* per call: more than one worker */
+  PATH_BF16_EVEN_ODD, /* per call: bf16 in even/odd order (vload_x2) */
+  PATH_MULTI_CHUNK,   /* per call: rows wider than one chunk */
+  PATH_COUNT
+};
+static const char *const path_names[PATH_COUNT] = {
+  "fused_chunk", "fused_redo", "loaded_chunk", "rescale", "masked_prefix", "smooth_sum_f64", "pass2_interleaved",
+  "pass2_chunk", "pass2_f64", "pass2_nonfinite", "ignored_row", "inplace", "streaming_stores", "threads",
+  "bf16_even_odd", "multi_chunk_rows"};
+static _Thread_local uint64_t path_local[PATH_COUNT];
+static uint64_t path_total[PATH_COUNT];
+#define PATH(k) (path_local[k]++)
+
+static void paths_flush(void) {
+  for (int k = 0; k < PATH_COUNT; k++) {
+    if (path_local[k]) __atomic_fetch_add(&path_total[k], path_local[k], __ATOMIC_RELAXED);
+    path_local[k] = 0;
+  }
+}
+
 /* The vector layer: AVX2 with 8 lanes, or plain floats (1 lane). Chunks are
  * padded to whole vectors, so the row code below is written once for both. */
 #ifdef __AVX2__
@@ -638,6 +676,7 @@ static void chunk_expsum(const plan *p, const float *z, int64_t np, float m, flo
 /* The max grew by shift > 0: rescale what was summed against the old one. */
 static void rescale(exp_sums *acc, double shift) {
   if (acc->big + acc->small == 0) return; /* also: nothing finite seen yet */
+  PATH(PATH_RESCALE);
   double a = exp(-shift);
   acc->s2 = a * (acc->s2 - shift * (acc->big + acc->small));
   acc->big *= a;
@@ -673,7 +712,10 @@ static double chunk_linsum(const float *z, const float *w, int64_t n, float r, i
   }
   double s = vsum(acc);
   for (; j < n; j++) s += (w ? w[j] : 1.0f) * (z[j] - r);
-  if (!isfinite(s) && !f32_only) s = chunk_linsum_f64(z, w, n, r);
+  if (!isfinite(s) && !f32_only) {
+    PATH(PATH_SMOOTH_F64);
+    s = chunk_linsum_f64(z, w, n, r);
+  }
   return s;
 }
 
@@ -719,8 +761,12 @@ static void scan_row(const plan *p, const char *row, int64_t t, float *e, float 
       const int64_t tl = t >= j0 && t < j0 + n ? t - j0 : -1;
       float cm = fused_chunk(p, row, j0, n, ref, e ? e + j0 : NULL, &sum, along ? &pc : NULL, tl, &zt);
       if (tl >= 0 && zt > cm) cm = zt; /* the max counts the target (exp(z_t - m) must not overflow) */
-      if (along) grad_job_advance(p, prev);
+      if (along) {
+        PATH(PATH_PASS2_ALONG);
+        grad_job_advance(p, prev);
+      }
       if (!(cm > ref + FUSED_HEADROOM)) {
+        PATH(PATH_FUSED);
         m = ref;
         acc.small += sum;
         if (mc) mc[c] = m;
@@ -730,7 +776,9 @@ static void scan_row(const plan *p, const char *row, int64_t t, float *e, float 
         }
         continue;
       }
+      PATH(PATH_FUSED_REDO);
     }
+    PATH(PATH_LOADED);
     float cm = load_chunk(p, row, j0, n, z, 0);
     if (c == 0 && isfinite(cm)) r = cm;
     if (!p->no_max && cm > m) {
@@ -746,6 +794,7 @@ static void scan_row(const plan *p, const char *row, int64_t t, float *e, float 
     if (m == -INFINITY) {
       /* nothing finite so far: exp(z - m) would be exp(-inf + inf); a NaN
        * here (invisible to the max) must still poison the row */
+      PATH(PATH_MASKED);
       if (chunk_has_nan(z, n)) m = NAN;
       if (e) memset(e + j0, 0, (size_t)np * sizeof *e);
     } else {
@@ -933,12 +982,16 @@ static void grad_job_step(const plan *p, grad_job *job) {
   if (job->k.entropy) load_chunk(p, r->x, j0, n, z, 0);
   if (job->k.cap) load_chunk(p, r->x, j0, n, y, 1);
   const float *w = p->wgrad && !p->smooth_unweighted ? p->wgrad + j0 : NULL;
-  if (f32_keeps(k1d) && f32_keeps(k2d))
+  if (f32_keeps(k1d) && f32_keeps(k2d)) {
+    PATH(PATH_PASS2_CHUNK);
     grad_store(p, &job->k, r->e + j0, z, y, w, n, r->g, j0, r->nt, 1);
-  else if (isfinite(k1d) && isfinite(k2d))
+  } else if (isfinite(k1d) && isfinite(k2d)) {
+    PATH(PATH_PASS2_F64);
     grad_store_f64(p, job, k1d, k2d, r->e + j0, z, y, w, n, j0);
-  else
+  } else {
+    PATH(PATH_PASS2_NONFINITE);
     grad_store(p, &job->k, r->e + j0, z, y, w, n, r->g, j0, r->nt, 0);
+  }
   grad_job_advance(p, job);
 }
 
@@ -982,6 +1035,7 @@ static float grad_output_at(const plan *p, int64_t i) {
 }
 
 static void ignored_row(const plan *p, const row_ctx *r, double go) {
+  PATH(PATH_IGNORED_ROW);
   if (p->fwd) {
     if (p->loss_rows) p->loss[r->i] = 0;
     if (p->lse) p->lse[r->i] = 0;
@@ -1085,6 +1139,7 @@ static void run_block(void *ctx, int64_t b, int worker) {
     p->part[2 * b + 1] = acc[1];
   }
   if (p->stream) stream_fence(); /* streaming stores are weakly ordered: drain before the join */
+  paths_flush();
 }
 
 static gs_status no_memory(gs_error *err, const char *what) {
@@ -1200,6 +1255,11 @@ static gs_status run_cpu(const gs_ce_args *a, gs_ce_op op, int backward, gs_erro
   p.block_rows = BLOCK_WORK / a->v > 1 ? BLOCK_WORK / a->v : 1;
   p.nblocks = (a->n + p.block_rows - 1) / p.block_rows;
   int workers = gs_parallel_workers(a->threads, p.nblocks, a->n * a->v);
+  if (p.g && p.g == p.x) PATH(PATH_INPLACE);
+  if (p.stream) PATH(PATH_STREAMING);
+  if (workers > 1) PATH(PATH_THREADS);
+  if (p.eo) PATH(PATH_BF16_EVEN_ODD);
+  if (p.v > CHUNK) PATH(PATH_MULTI_CHUNK);
   if ((st = plan_buffers(&p, workers, err)) == GS_OK) {
     gs_parallel_for(workers, p.nblocks, run_block, &p);
     if (p.ws) { /* the last row of each worker */
@@ -1217,6 +1277,7 @@ static gs_status run_cpu(const gs_ce_args *a, gs_ce_op op, int backward, gs_erro
     }
   }
   plan_free(&p);
+  paths_flush();
   return st;
 }
 
@@ -1228,3 +1289,13 @@ gs_status gs_entropy_forward_cpu(const gs_ce_args *a, gs_error *err) { return ru
 gs_status gs_entropy_backward_cpu(const gs_ce_args *a, gs_error *err) { return run_cpu(a, GS_OP_ENTROPY, 1, err); }
 
 int64_t gs_ce_cpu_chunk(void) { return CHUNK; }
+
+const char *gs_ce_cpu_path_name(int path) { return path >= 0 && path < PATH_COUNT ? path_names[path] : NULL; }
+
+int64_t gs_ce_cpu_path_count(int path) {
+  return path >= 0 && path < PATH_COUNT ? (int64_t)__atomic_load_n(&path_total[path], __ATOMIC_RELAXED) : -1;
+}
+
+void gs_ce_cpu_paths_reset(void) {
+  for (int k = 0; k < PATH_COUNT; k++) __atomic_store_n(&path_total[k], 0, __ATOMIC_RELAXED);
+}

@@ -34,10 +34,23 @@ gs.assert = setmetatable(require("gradspec.assert"), {
 
 gs.assert.backends_agree = require("gradspec.agree").backends_agree
 gs.backend = require("gradspec.backend")
+gs.dist = require("gradspec.dist") -- ranks in child processes and their collectives
 
 gs.version = gffi.ffi.string(gffi.C.gs_version())
 gs.now = function() return gffi.C.gs_now() end
 gs.cpu_chunk = tonumber(gffi.C.gs_ce_cpu_chunk()) -- columns per chunk of the CPU kernel
+-- {path = count}: how often each code path of the CPU kernel ran since
+-- gs.cpu_paths_reset() (kernels/cpu/cross_entropy.c lists them)
+gs.cpu_paths = function()
+  local out = {}
+  for k = 0, 63 do
+    local name = gffi.C.gs_ce_cpu_path_name(k)
+    if name == nil then break end
+    out[gffi.ffi.string(name)] = tonumber(gffi.C.gs_ce_cpu_path_count(k))
+  end
+  return out
+end
+gs.cpu_paths_reset = function() gffi.C.gs_ce_cpu_paths_reset() end
 gs.cuda_available = function() return ops.cuda_unavailable_reason() == nil end
 
 -- gs.cuda (users' CUDA kernels compiled or loaded at run time) is loaded on
