@@ -4,6 +4,7 @@ local ops = require("gradspec.ops")
 local A = require("gradspec.assert")
 local backend = require("gradspec.backend")
 local track = require("gradspec.track")
+local capture = require("gradspec.html.capture")
 
 local M = {}
 
@@ -98,10 +99,14 @@ function M.backends_agree(op, inputs, opts, check)
             skipped[#skipped + 1] = string.format("%s: returned no %s", name, out_name)
           else
             local tol = tolerance(actual.dtype, check.tol)
+            -- for gradspec run --html: which op, backends and output, and each row's target
+            local saved = capture.mode and capture.set_context({ target = inputs.target,
+              label = string.format("%s: %s %s against %s", op, name, out_name, ref_name) })
             local ok, err = pcall(A.close, actual, expected, {
               rtol = tol.rtol, atol = tol.atol, equal_nan = true,
               msg = string.format("%s: backend %s disagrees with %s on %s", op, name, ref_name, out_name),
             })
+            if capture.mode then capture.set_context(saved or nil) end
             if not ok then error(err, 2) end
           end
         end

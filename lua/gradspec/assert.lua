@@ -4,6 +4,7 @@
 local T = require("gradspec.tensor")
 local dtypes = require("gradspec.dtype")
 local track = require("gradspec.track")
+local capture = require("gradspec.html.capture")
 
 local A = {}
 
@@ -150,6 +151,12 @@ function A.close(actual, expected, opts)
         worst_rel = y ~= 0 and d / math.abs(y) or math.huge
       end
     end
+  end
+  -- for gradspec run --html only: the data its pictures are drawn from
+  if capture.mode then
+    capture.comparison({ kind = "assert.close", label = opts.msg and tostring(opts.msg):match("[^\n]*") or "assert.close",
+      failed = bad > 0, actual = pa, expected = pe, scalar = e0, n = n, rows = a.rows, cols = a.cols, dim = a:dim(),
+      rtol = rtol, atol = atol, tiny = tiny, equal_nan = equal_nan, adtype = a.dtype, edtype = e.dtype })
   end
   if bad == 0 then return true end
   local wx, wy = pa[worst_k], e0 or pe[worst_k]

@@ -15,6 +15,9 @@ local RUN_OPTIONS = [[
                           stdout; the specs' own output and the summary line go to stderr)
   --junit FILE            also write a JUnit XML report to FILE
   --json FILE             also write the JSON report to FILE
+  --html FILE             also write an HTML report to FILE: for each failed comparison, histograms of
+                          the error and a map of where the mismatches are (one self-contained file)
+  --html-all              with --html: the histograms of passing comparisons too
   --repeat N              run each selected it N times in a row, the seed advancing by one each
                           time; its that pass in some runs and fail in others are listed as flaky
   --shuffle               run the files, and the its of each block, in a random order; the seed
@@ -81,7 +84,7 @@ local function run_usage_error(msg)
 end
 
 local RUN_FLAGS = { "--filter", "--tags", "--exclude-tags", "--seed", "--list", "--list-files", "--output", "--junit",
-  "--json", "--repeat", "--shuffle", "--shuffle-seed", "--list-slowest", "-v", "--verbose", "--no-isolate", "-j",
+  "--json", "--html", "--html-all", "--repeat", "--shuffle", "--shuffle-seed", "--list-slowest", "-v", "--verbose", "--no-isolate", "-j",
   "--jobs", "--shard", "--timings", "--save-timings", "--timeout", "--strict-outputs", "--fail-fast",
   "--fail-if-nothing-ran", "--load", "-h", "--help" }
 
@@ -120,6 +123,14 @@ local function parse_run(args)
       end
     elseif a == "--junit" then o.junit = value(a)
     elseif a == "--json" then o.json = value(a)
+    elseif a == "--html" then o.html = value(a)
+    elseif a == "--html-all" then o.html_all = true
+    elseif a == "--html-capture" then
+      -- a child of a run with --html: keep the comparisons for the parent's report
+      o.html_capture = value(a)
+      if o.html_capture ~= "failed" and o.html_capture ~= "all" then
+        error({ usage = "--html-capture must be failed or all, got " .. o.html_capture })
+      end
     elseif a == "--repeat" then
       local n = tonumber(value(a))
       if not n or n < 1 or n ~= math.floor(n) then
@@ -172,6 +183,8 @@ local function parse_run(args)
     i = i + 1
   end
   if #o.paths == 0 then o.paths = { "specs" } end
+  if o.html_all and not o.html then error({ usage = "--html-all needs --html FILE" }) end
+  if o.html then o.html_capture = o.html_all and "all" or "failed" end
   if o.jobs == 0 then o.jobs = tonumber(require("gradspec.ffi").C.gs_cpu_count()) end
   if o.jobs > 1 and not o.isolate then
     error({ usage = "-j runs spec files in child processes: it cannot be used with --no-isolate" })
@@ -298,7 +311,9 @@ function M.run(args)
       saved_stdout = C.gs_stdout_to_stderr()
     end
   end
+  local started, t0 = os.time(), C.gs_now()
   local results, state = runner.run(files, o, on_record)
+  local wall = C.gs_now() - t0
   if saved_stdout then
     io.stdout:flush()
     C.gs_stdout_restore(saved_stdout)
@@ -350,6 +365,12 @@ function M.run(args)
     if not f then return run_usage_error("--junit: cannot write " .. o.junit .. ": " .. tostring(err)) end
     f:write(report.junit(results, counts))
     f:close()
+  end
+  if o.html then
+    local hok, herr = pcall(require("gradspec.html.run_report").write, o.html, results, counts, state, notes, {
+      args = args, seed = o.seed, load = o.load, started = started, wall = wall, jobs = o.jobs,
+      shuffle_seed = o.shuffle_seed, all = o.html_all })
+    if not hok then return run_usage_error("--html: " .. tostring(herr)) end
   end
   if #files == 0 then io.stderr:write("gradspec: no *_spec.lua files under ", table.concat(o.paths, " "), "\n") end
   if interrupted then return 128 + state.interrupted end

@@ -5,6 +5,7 @@
 local T = require("gradspec.tensor_math")
 local A = require("gradspec.assert")
 local track = require("gradspec.track")
+local capture = require("gradspec.html.capture")
 
 local M = {}
 
@@ -81,7 +82,13 @@ function M.gradcheck(f, x, grad, opts)
   end
 
   local worst = nil
+  -- for gradspec run --html: every finite difference and what it was compared with
+  local seen_fd, seen_got = capture.mode and {}, capture.mode and {}
   local function consider(where, expected, got, h)
+    if seen_fd then
+      local k = seen_fd.n or 0 -- 0-based, as measure.lua reads a pointer
+      seen_fd[k], seen_got[k], seen_fd.n = expected, got, k + 1
+    end
     local err = math.abs(expected - got)
     if err ~= err then err = math.huge end
     local ok = err <= atol + rtol * math.abs(expected)
@@ -121,6 +128,14 @@ function M.gradcheck(f, x, grad, opts)
     error("gradcheck: mode must be \"auto\", \"full\" or \"directions\", got " .. tostring(mode), 2)
   end
 
+  if seen_fd then
+    local full = mode == "full"
+    capture.comparison({ kind = "gradcheck", label = opts.msg or ("gradcheck (" .. mode .. " mode)"), failed = worst ~= nil,
+      actual = seen_got, expected = seen_fd, n = seen_fd.n or 0, dim = full and x64:dim() or 1,
+      rows = full and x64.rows or 1, cols = full and x64.cols or (seen_fd.n or 0), rtol = rtol, atol = atol,
+      adtype = grad.dtype, edtype = "f64", actual_name = full and "gradient" or "<gradient, v>",
+      expected_name = full and "finite differences" or "finite differences along v" })
+  end
   if worst then
     local lines = {
       string.format("gradcheck: the gradient disagrees with central finite differences (%s mode, rtol=%g, atol=%g)", mode, rtol, atol),

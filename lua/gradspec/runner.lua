@@ -6,6 +6,7 @@ local T = require("gradspec.tensor")
 local A = require("gradspec.assert")
 local track = require("gradspec.track")
 local serial = require("gradspec.serial")
+local capture = require("gradspec.html.capture")
 local gffi = require("gradspec.ffi")
 local ffi, C = gffi.ffi, gffi.C
 
@@ -273,6 +274,7 @@ function R.run_it(item, options, owner, seed)
   A.reset_count()
   A.take_notes()
   track.begin()
+  capture.begin()
   local t0 = C.gs_now()
   local before, after = spec.hooks(node)
   guard(string.format("'%s' (%s:%d)", item.full_name, tostring(item.file), item.line or 0))
@@ -313,6 +315,7 @@ function R.run_it(item, options, owner, seed)
   res.assertions = A.get_count()
   local notes = A.take_notes() -- checks skipped for one backend while others ran
   if #notes > 0 then res.notes = notes end
+  res.compares, res.compares_left_out = capture.take() -- --html only
   local records = track.finish()
   if exited and (ok or is_skip(err)) then ok, err = false, exited end
   if not ok and is_skip(err) then
@@ -523,6 +526,10 @@ local function child_argv(path, results_path, options)
   end
   if options.fail_fast then argv[#argv + 1] = "--fail-fast" end
   if options.list then argv[#argv + 1] = "--list" end
+  if options.html_capture then
+    argv[#argv + 1] = "--html-capture"
+    argv[#argv + 1] = options.html_capture
+  end
   load_args(argv, options)
   argv[#argv + 1] = "--"
   argv[#argv + 1] = path
@@ -846,6 +853,7 @@ function R.run(files, options, on_record)
   -- SIGINT and SIGTERM stop the run; a child leaves them to its parent.
   if parent then C.gs_run_signals(in_process and 2 or 1) end
   local jobs = options.jobs or 1
+  capture.set_mode(options.html_capture)
   local ok, err = xpcall(function()
     -- children side by side; also one at a time when their stdout must
     -- not reach ours (it is captured and shown on stderr)
@@ -879,6 +887,7 @@ function R.run(files, options, on_record)
   end, debug.traceback)
   guard(nil)
   guard_on = false
+  capture.set_mode(nil)
   if in_process then os.exit = real_exit end
   if parent then C.gs_run_signals(0) end
   if not ok then error(err, 0) end
