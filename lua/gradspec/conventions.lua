@@ -76,7 +76,7 @@ function M.check(backends)
 end
 
 local USAGE = [[
-usage: gradspec conventions [--backends a,b,...] [--load FILE]...
+usage: gradspec conventions [--backends a,b,...] [--load FILE]... [--html FILE]
 Checks every backend of every op against the sign and range conventions each
 op declares (lua/gradspec/conventions.lua) on seeded random and nasty inputs,
 and prints a table with a column per backend.
@@ -85,6 +85,8 @@ and prints a table with a column per backend.
                    those that cannot run here are listed as skipped)
   --load FILE      a Lua file that registers backends (gs.backend.register or
                    gs.backend.load); repeatable; GRADSPEC_LOAD also names files
+  --html FILE      also write the table and every violation, with the input it
+                   failed on, as one self-contained HTML page
 
 Exit status: 0 when every checked backend keeps every convention, 1 on a
 violation, 2 for a usage error.
@@ -96,15 +98,16 @@ local function usage_error(msg)
 end
 
 function M.main(args)
-  local wanted, loads = nil, {}
+  local wanted, loads, html = nil, {}, nil
   local i = 1
   while i <= #args do
     local a = args[i]
     if a == "--help" or a == "-h" then io.stdout:write(USAGE) return 0
-    elseif a == "--backends" or a == "--load" then
+    elseif a == "--backends" or a == "--load" or a == "--html" then
       local v = args[i + 1]
       if v == nil then return usage_error(a .. " needs a value") end
       if a == "--load" then loads[#loads + 1] = v
+      elseif a == "--html" then html = v
       else
         wanted = {}
         for b in v:gmatch("[^,%s]+") do wanted[#wanted + 1] = b end
@@ -128,6 +131,13 @@ function M.main(args)
   end
 
   local rows, failures, skips = M.check(backends)
+  if html then
+    local command = { "gradspec", "conventions" }
+    for _, x in ipairs(args) do command[#command + 1] = require("gradspec.html.page").shell_quote(x) end
+    local hok, herr = pcall(require("gradspec.html.conventions_report").write, html, { backends = backends, rows = rows,
+      failures = failures, skips = skips, inputs = M.inputs(), command = table.concat(command, " ") })
+    if not hok then return usage_error("--html: " .. tostring(herr)) end
+  end
   local width = #"convention"
   for _, r in ipairs(rows) do width = math.max(width, #(r.conv.op .. ": " .. r.conv.name)) end
   local function line(first, cells)

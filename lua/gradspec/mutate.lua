@@ -9,8 +9,8 @@ local process = require("gradspec.process")
 local M = {}
 
 local USAGE = [[
-usage: gradspec mutate [--list] [--backends ref,cpu,all] [spec paths...]   (default path: specs)
-       gradspec mutate --backend NAME [--load FILE]... [--list] [spec paths...]
+usage: gradspec mutate [--list] [--backends ref,cpu,all] [--html FILE] [spec paths...]   (default path: specs)
+       gradspec mutate --backend NAME [--load FILE]... [--list] [--html FILE] [spec paths...]
 
 Without --backend: runs the specs against every mutant compiled into the
 kernels (each in the reference alone, the fast CPU kernel alone, and all
@@ -26,22 +26,34 @@ is switched on in turn and the suite is run once per perturbation. --load
 FILE (repeatable; GRADSPEC_LOAD too) registers the backend, in this process
 and in every run of the suite.
 
+--html FILE also writes the kill matrix, mutants x spec files, as one
+self-contained HTML page. For the matrix each run of the suite goes to its
+end instead of stopping at the first failure, which takes longer.
+
 Exit status: 0 when every mutant is killed, 1 when any survives (or is never
 reached by the suite), 2 for a usage error or a suite that fails unmutated.
 ]]
 
 -- Runs the suite with env (name -> value) set; returns the name of the first
 -- failing it (nil when everything passed), the exit status and the output.
-local function run_suite(paths, env, loads)
+-- With matrix (--html), the whole suite runs and the results of every it
+-- come back too (mutate_report.read_junit).
+local function run_suite(paths, env, loads, matrix)
   local parts = {}
   for k, v in pairs(env or {}) do parts[#parts + 1] = k .. "=" .. process.quote(v) end
   parts[#parts + 1] = process.quote(process.self_exe())
-  parts[#parts + 1] = "run --fail-fast --output tap"
+  local junit = matrix and os.tmpname() or nil
+  parts[#parts + 1] = junit and ("run --output tap --junit " .. process.quote(junit)) or "run --fail-fast --output tap"
   for _, f in ipairs(loads or {}) do parts[#parts + 1] = "--load " .. process.quote(f) end
   for _, p in ipairs(paths) do parts[#parts + 1] = process.quote(p) end
   local out, code = process.run(table.concat(parts, " "))
   local killer = out:match("\nnot ok %d+ %- ([^\n]*)") or out:match("^not ok %d+ %- ([^\n]*)")
-  return killer, code, out
+  local results = nil
+  if junit then
+    results = require("gradspec.html.mutate_report").read_junit(junit)
+    os.remove(junit)
+  end
+  return killer, code, out, results
 end
 
 local function usage_error(msg)
@@ -49,11 +61,12 @@ local function usage_error(msg)
   return 2
 end
 
--- The suite must pass unmutated, or no kill means anything.
-local function baseline(paths, loads)
+-- The suite must pass unmutated, or no kill means anything. Returns false
+-- when it fails, else true and (with matrix) its results.
+local function baseline(paths, loads, matrix)
   io.stdout:write("baseline: running the specs with no mutant... ")
   io.stdout:flush()
-  local killer, code, out = run_suite(paths, nil, loads)
+  local killer, code, out, results = run_suite(paths, nil, loads, matrix)
   if code ~= 0 then
     io.stdout:write("FAILED\n\n")
     io.stderr:write("gradspec mutate: the specs fail without any mutant (first failure: ",
@@ -61,7 +74,18 @@ local function baseline(paths, loads)
     return false
   end
   io.stdout:write("ok\n\n")
-  return true
+  return true, results
+end
+
+-- Writes the kill matrix of --html; returns nil, or a usage error's status.
+local function write_matrix(html, title, args, base, rows, t0)
+  if not html then return nil end
+  local command = { "gradspec", "mutate" }
+  for _, a in ipairs(args) do command[#command + 1] = require("gradspec.html.page").shell_quote(a) end
+  local ok, err = pcall(require("gradspec.html.mutate_report").write, html, { title = title,
+    command = table.concat(command, " "), files = base and base.files or {}, rows = rows, seconds = os.time() - t0 })
+  if not ok then return usage_error("--html: " .. tostring(err)) end
+  return nil
 end
 
 local function kill_rate(killed, total, what, t0)
@@ -71,7 +95,7 @@ local function kill_rate(killed, total, what, t0)
 end
 
 -- gradspec mutate --backend NAME: the black-box perturbations of perturb.lua.
-local function mutate_backend(name, paths, loads, list)
+local function mutate_backend(name, paths, loads, list, html, args)
   local registry = require("gradspec.backend")
   local ok, err = pcall(function()
     registry.load_env()
@@ -87,12 +111,14 @@ local function mutate_backend(name, paths, loads, list)
     for _, p in ipairs(perturb.list) do io.stdout:write(string.format("%-24s %s\n", p.name, p.what)) end
     return 0
   end
-  if not baseline(paths, loads) then return 2 end
+  local base_ok, base = baseline(paths, loads, html ~= nil)
+  if not base_ok then return 2 end
   io.stdout:write(string.format("%-24s %-9s %s\n", "perturbation of " .. name, "result", "killed by"))
-  local killed, t0 = 0, os.time()
+  local killed, t0, rows = 0, os.time(), {}
   for _, p in ipairs(perturb.list) do
     local log = os.tmpname()
-    local who, c = run_suite(paths, { GRADSPEC_PERTURB = p.name .. "@" .. name, GRADSPEC_PERTURB_LOG = log }, loads)
+    local who, c, _, results = run_suite(paths, { GRADSPEC_PERTURB = p.name .. "@" .. name, GRADSPEC_PERTURB_LOG = log },
+      loads, html ~= nil)
     local f = io.open(log, "r")
     local reached = f ~= nil and f:read("*a") ~= ""
     if f then f:close() end
@@ -105,7 +131,11 @@ local function mutate_backend(name, paths, loads, list)
     else note = "nothing noticed: " .. p.what end
     io.stdout:write(string.format("%-24s %-9s %s\n", p.name, dead and "killed" or "SURVIVED", note))
     io.stdout:flush()
+    rows[#rows + 1] = { label = p.name, what = p.what, dead = dead, killer = who or ("exit status " .. c),
+      note = not dead and note or nil, junit = results }
   end
+  local werr = write_matrix(html, "gradspec mutate --backend " .. name, args, base, rows, t0)
+  if werr then return werr end
   return kill_rate(killed, #perturb.list, "perturbations of " .. name, t0)
 end
 
@@ -136,6 +166,7 @@ local function parse(args)
       end
     elseif a == "--backend" then o.target = value(a)
     elseif a == "--load" then o.loads[#o.loads + 1] = value(a)
+    elseif a == "--html" then o.html = value(a)
     elseif a:sub(1, 1) == "-" then error({ usage = "unknown option " .. a })
     else o.paths[#o.paths + 1] = a end
     i = i + 1
@@ -151,7 +182,7 @@ function M.main(args)
     error(o, 0)
   end
   if o.help then io.stdout:write(USAGE) return 0 end
-  if o.target then return mutate_backend(o.target, o.paths, o.loads, o.list) end
+  if o.target then return mutate_backend(o.target, o.paths, o.loads, o.list, o.html, args) end
 
   local jobs = {}
   for _, name in ipairs(mutants.names) do
@@ -167,18 +198,23 @@ function M.main(args)
     return 0
   end
 
-  if not baseline(o.paths, o.loads) then return 2 end
+  local base_ok, base = baseline(o.paths, o.loads, o.html ~= nil)
+  if not base_ok then return 2 end
   io.stdout:write(string.format("%-20s %-8s %-9s %s\n", "mutant", "backend", "result", "killed by"))
-  local killed, t0 = 0, os.time()
+  local killed, t0, rows = 0, os.time(), {}
   for _, j in ipairs(jobs) do
     local sel = (j.backend and j.backend ~= "all") and (j.name .. "@" .. j.backend) or j.name
-    local who, c = run_suite(o.paths, { GRADSPEC_MUTANT = sel }, o.loads)
+    local who, c, _, results = run_suite(o.paths, { GRADSPEC_MUTANT = sel }, o.loads, o.html ~= nil)
     local dead = c ~= 0
     if dead then killed = killed + 1 end
     io.stdout:write(string.format("%-20s %-8s %-9s %s\n", j.name, j.backend or "-", dead and "killed" or "SURVIVED",
       dead and (who or ("exit status " .. c)) or ("nothing noticed: " .. j.what)))
     io.stdout:flush()
+    rows[#rows + 1] = { label = sel, what = j.what, dead = dead, killer = who or ("exit status " .. c),
+      note = not dead and "nothing noticed" or nil, junit = results }
   end
+  local werr = write_matrix(o.html, "gradspec mutate", args, base, rows, t0)
+  if werr then return werr end
   return kill_rate(killed, #jobs, "mutants", t0)
 end
 

@@ -126,11 +126,13 @@ function M.document(title, body)
   })
 end
 
--- The pass/fail/skip counts as coloured boxes.
-function M.counts(c)
-  return string.format('<div class="counts"><span class="count fail">%d failed</span>'
-    .. '<span class="count pass">%d passed</span><span class="count skip">%d skipped</span></div>',
-    c.fail or 0, c.pass or 0, c.skip or 0)
+-- The pass/fail/skip counts as coloured boxes (no skip box when c.skip is
+-- nil); words replaces "failed", "passed", "skipped".
+function M.counts(c, words)
+  words = words or { "failed", "passed", "skipped" }
+  local skip = c.skip and string.format('<span class="count skip">%d %s</span>', c.skip, M.esc(words[3])) or ""
+  return string.format('<div class="counts"><span class="count fail">%d %s</span>'
+    .. '<span class="count pass">%d %s</span>%s</div>', c.fail or 0, M.esc(words[1]), c.pass or 0, M.esc(words[2]), skip)
 end
 
 -- A two-column table of {label, html} rows.
