@@ -23,6 +23,10 @@ static const struct { const char *name, *what; } mutants[GS_MUT_COUNT] = {
   [GS_MUT_IGNORE_VALID] = {"ignore_valid_class", "ignore_index inside [0, V) ignores nothing"},
   [GS_MUT_ZLOSS_MEAN_BY_D] = {"zloss_mean_by_d", "mean z-loss divided by the target weights"},
   [GS_MUT_SMOOTH_UNWEIGHTED] = {"smooth_unweighted", "label smoothing without the class weights"},
+  [GS_MUT_SMOOTH_MEAN_BY_ROWS] = {"smooth_mean_by_rows", "mean divides the smoothing part by the row count, not the weight sum"},
+  [GS_MUT_SMOOTH_TARGET_WEIGHT] = {"smooth_target_weight", "label smoothing weighted by the target's weight, not each class's"},
+  [GS_MUT_CAP_BEFORE_SCALE] = {"cap_before_scale", "softcap applied before logit_scale"},
+  [GS_MUT_GRAD_OUTPUT_ROW0] = {"grad_output_row0", "per-row grad_output: every row takes row 0's value"},
 };
 
 void gs_mutant_set(int id) { gs_active_mutant = (id > 0 && id < GS_MUT_COUNT) ? id : GS_MUT_NONE; }

@@ -32,7 +32,14 @@ typedef enum {
   GS_MUT_IGNORE_VALID = 17,      /* an ignore_index inside [0, V) ignores nothing */
   GS_MUT_ZLOSS_MEAN_BY_D = 18,   /* mean z-loss divided by D (target weights), not the row count */
   GS_MUT_SMOOTH_UNWEIGHTED = 19, /* smoothing term without the class weights */
-  GS_MUT_COUNT = 20
+  /* misreadings of the contract that a reference could share with a fast
+   * kernel: only independent values (golden_spec, extremes_spec) catch them
+   * in every backend at once */
+  GS_MUT_SMOOTH_MEAN_BY_ROWS = 20,  /* mean divides the smoothing part by the row count, not D */
+  GS_MUT_SMOOTH_TARGET_WEIGHT = 21, /* smoothing weighted by w_t, not w_j: w_t sum_j (lse - z_j) */
+  GS_MUT_CAP_BEFORE_SCALE = 22,     /* z = s c tanh(x / c): the softcap before logit_scale */
+  GS_MUT_GRAD_OUTPUT_ROW0 = 23,     /* per-row grad_output: every row takes row 0's value */
+  GS_MUT_COUNT = 24
 } gs_mutant_id;
 
 void gs_mutant_set(int id);

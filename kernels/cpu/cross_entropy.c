@@ -374,6 +374,7 @@ typedef struct {
   const float *wgrad;    /* weights for the gradient, padded to whole vectors; NULL: unweighted */
   double wsum, wsum_grad;
   float s, c, s_over_c;  /* logit scale; softcap (0 = off) */
+  float zc;              /* softcap: z = zc tanh(s_over_c x); zc = c (s c under CAP_BEFORE_SCALE) */
   double eps, smooth, lam;
   double d, count;       /* mean: the weight sum of the targets, the non-ignored rows */
   double ce_scale, zl_scale;
@@ -386,6 +387,7 @@ typedef struct {
   int no_max, leak_ignored;
   /* mutants (kernels/mutants.h) */
   int confident_cancel, lse_rounded, smooth_overflow, smooth_unweighted;
+  int smooth_target_weight, go_row0;
   double wsum_smooth;    /* W in the smoothing term: wsum (V under SMOOTH_UNWEIGHTED) */
   int fwd, loss_rows;
   float *loss, *lse, *zl;
@@ -464,7 +466,7 @@ ALWAYS_INLINE float load_chunk_as(const plan *p, const char *row, int64_t j0, in
   switch (mode) {
   case Z_PLAIN: return load_chunk_dt(row, j0, n, z, 1, 0, dt, eo, Z_PLAIN);
   case Z_SCALED: return load_chunk_dt(row, j0, n, z, p->s, 0, dt, eo, Z_SCALED);
-  case Z_CAPPED: return load_chunk_dt(row, j0, n, z, p->s_over_c, p->c, dt, eo, Z_CAPPED);
+  case Z_CAPPED: return load_chunk_dt(row, j0, n, z, p->s_over_c, p->zc, dt, eo, Z_CAPPED);
   default: return load_chunk_dt(row, j0, n, z, p->s_over_c, 0, dt, eo, Y_PRE_CAP);
   }
 }
@@ -608,7 +610,7 @@ ALWAYS_INLINE float fused_chunk_as(const plan *p, const char *row, int64_t j0, i
                                    double *sum, const prev_chunk *pc, int64_t tl, float *zt, gs_dtype dt, int eo) {
 #define FUSED(mul, cap, mode, with_pc, nt, keep_e) \
   fused_chunk_dt(row, j0, n, mul, cap, ref, e, sum, pc, tl, zt, dt, eo, mode, with_pc, nt, keep_e)
-  if (p->c > 0) return e ? FUSED(p->s_over_c, p->c, Z_CAPPED, 0, 0, 1) : FUSED(p->s_over_c, p->c, Z_CAPPED, 0, 0, 0);
+  if (p->c > 0) return e ? FUSED(p->s_over_c, p->zc, Z_CAPPED, 0, 0, 1) : FUSED(p->s_over_c, p->zc, Z_CAPPED, 0, 0, 0);
   if (p->s != 1) return e ? FUSED(p->s, 0, Z_SCALED, 0, 0, 1) : FUSED(p->s, 0, Z_SCALED, 0, 0, 0);
   if (!pc) return e ? FUSED(1, 0, Z_PLAIN, 0, 0, 1) : FUSED(1, 0, Z_PLAIN, 0, 0, 0);
   /* a gradient: e is kept */
@@ -634,7 +636,7 @@ static float fused_chunk(const plan *p, const char *row, int64_t j0, int64_t n, 
  * before any max is known (it need not match the vector transform's bits). */
 static float first_z(const plan *p, const char *row) {
   float x = x_at(row, p->xdt, 0);
-  if (p->c > 0) return p->c * tanhf(x * p->s_over_c);
+  if (p->c > 0) return p->zc * tanhf(x * p->s_over_c);
   return p->s == 1 ? x : p->s * x;
 }
 
@@ -1031,7 +1033,7 @@ static int64_t target_raw(const plan *p, int64_t i) { return gs_ce_target_at(p->
 
 static float grad_output_at(const plan *p, int64_t i) {
   if (!p->go) return 1.0f;
-  return p->go_rows ? p->go[i] : p->go[0];
+  return p->go_rows && !p->go_row0 ? p->go[i] : p->go[0];
 }
 
 static void ignored_row(const plan *p, const row_ctx *r, double go) {
@@ -1060,12 +1062,13 @@ static void ce_grad(const plan *p, const row_ctx *r, const row_stats *st, int64_
   double wt = p->wgrad ? p->wgrad[t] : 1.0, wsum = p->wsum_grad;
   double wt_smooth = wt; /* w_t in the smoothing term */
   if (p->smooth_unweighted) wsum = (double)p->v, wt_smooth = 1.0;
+  double smooth = p->smooth * (p->smooth_target_weight ? wt : 1.0); /* the SMOOTH_TARGET_WEIGHT mutant */
   double lse = st->m + st->log_s;
   double zterm = p->lam > 0 ? gz * p->zfac * p->lam * lse : 0.0;
-  double a = g * (wt * (1 - p->eps) + p->smooth * wsum) + zterm, b = g * p->smooth;
+  double a = g * (wt * (1 - p->eps) + smooth * wsum) + zterm, b = g * smooth;
   double pt = exp(dt);
   double pt_minus_1 = p->confident_cancel ? exp(dt) - 1 : expm1(dt);
-  double dzt = g * (wt * (1 - p->eps) * pt_minus_1 + p->smooth * (wsum * pt - wt_smooth)) + zterm * pt;
+  double dzt = g * (wt * (1 - p->eps) * pt_minus_1 + smooth * (wsum * pt - wt_smooth)) + zterm * pt;
   grad_job_start(p, job, r, st, a, b, 0, t, dzt * chain_at(p, xt));
 }
 
@@ -1091,7 +1094,8 @@ static void ce_row(const plan *p, const row_ctx *r, double acc[2], grad_job *job
     double ce = (1 - p->eps) * -(p->w ? p->w[t] : 1.0) * dt;
     /* lse - r as (m - r) + log s: m + log s would round log s away once |m| >> 1 */
     double lse_r = p->lse_rounded ? ((double)st.m + st.log_s) - st.r : ((double)st.m - st.r) + st.log_s;
-    if (p->eps > 0) ce += p->smooth * (p->wsum_smooth * lse_r - st.lin);
+    if (p->eps > 0)
+      ce += p->smooth * (p->smooth_target_weight ? p->w[t] : 1.0) * (p->wsum_smooth * lse_r - st.lin);
     double zl = p->lam > 0 ? p->lam * lse * lse : 0.0;
     if (p->loss_rows) p->loss[r->i] = (float)(p->sign * (ce + zl));
     if (p->lse) p->lse[r->i] = (float)lse;
@@ -1152,13 +1156,20 @@ static void plan_options(plan *p, const gs_ce_args *a, gs_ce_op op) {
   p->s = (float)a->logit_scale;
   p->c = (float)a->softcap;
   p->s_over_c = a->softcap > 0 ? (float)(a->logit_scale / a->softcap) : 0.0f;
+  p->zc = p->c;
+  if (GS_MUTANT(GS_MUT_CAP_BEFORE_SCALE) && a->softcap > 0) { /* z = s c tanh(x / c); its chain s sech^2(x / c) follows */
+    p->s_over_c = (float)(1 / a->softcap);
+    p->zc = (float)(a->logit_scale * a->softcap);
+  }
+  p->go_row0 = GS_MUTANT(GS_MUT_GRAD_OUTPUT_ROW0);
   p->no_max = GS_MUTANT(GS_MUT_LSE_NO_MAX);
   p->leak_ignored = GS_MUTANT(GS_MUT_IGNORED_GRAD);
   p->target_shift = GS_MUTANT(GS_MUT_TARGET_OFF_BY_ONE) ? 1 : 0;
   p->confident_cancel = GS_MUTANT(GS_MUT_CONFIDENT_CANCEL);
   p->lse_rounded = GS_MUTANT(GS_MUT_LSE_ROUNDED);
   p->smooth_overflow = GS_MUTANT(GS_MUT_SMOOTH_OVERFLOW);
-  p->smooth_unweighted = GS_MUTANT(GS_MUT_SMOOTH_UNWEIGHTED);
+  p->smooth_unweighted = GS_MUTANT(GS_MUT_SMOOTH_UNWEIGHTED) || (GS_MUTANT(GS_MUT_SMOOTH_TARGET_WEIGHT) && a->weight);
+  p->smooth_target_weight = GS_MUTANT(GS_MUT_SMOOTH_TARGET_WEIGHT) && a->weight;
   if (GS_MUTANT(GS_MUT_IGNORE_VALID) && p->ignore >= 0) p->ignore = INT64_MIN;
   p->zfac = GS_MUTANT(GS_MUT_ZLOSS_FACTOR) ? 1.0 : 2.0;
   double cs = GS_MUTANT(GS_MUT_SCALE_BACKWARD) ? 1.0 : a->logit_scale;
@@ -1234,6 +1245,7 @@ static gs_status run_cpu(const gs_ce_args *a, gs_ce_op op, int backward, gs_erro
   if (mean) {
     p.ce_scale = 1 / p.d;
     p.zl_scale = GS_MUTANT(GS_MUT_ZLOSS_MEAN_BY_D) ? 1 / p.d : 1 / p.count;
+    if (GS_MUTANT(GS_MUT_SMOOTH_MEAN_BY_ROWS) && p.count > 0) p.smooth *= p.d / p.count;
   }
   if (p.fwd) {
     p.loss = a->loss;

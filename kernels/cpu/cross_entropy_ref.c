@@ -66,7 +66,7 @@ static double weight_of(const gs_ce_args *a, int64_t j) { return a->weight ? a->
 static double grad_output_at(const gs_ce_args *a, int64_t i) {
   const double *go = a->grad_output;
   if (!go) return 1.0;
-  return a->grad_output_n == 1 ? go[0] : go[i];
+  return a->grad_output_n == 1 || GS_MUTANT(GS_MUT_GRAD_OUTPUT_ROW0) ? go[0] : go[i];
 }
 
 /* Loads row i: y_j = s x_j, z_j = y_j or c tanh(y_j / c) with softcap, and
@@ -77,9 +77,11 @@ static double grad_output_at(const gs_ce_args *a, int64_t i) {
 static void load_row(ref_ctx *c, int64_t i) {
   const gs_ce_args *a = c->a;
   int64_t k = 0;
+  /* the CAP_BEFORE_SCALE mutant: y = x, z = s c tanh(y / c) (its chain, s sech^2(y / c), follows) */
+  const int cap_first = GS_MUTANT(GS_MUT_CAP_BEFORE_SCALE) && a->softcap > 0;
   for (int64_t j = 0; j < a->v; j++) {
-    c->y[j] = a->logit_scale * logit_at(a, i, j);
-    c->z[j] = a->softcap > 0 ? a->softcap * tanh(c->y[j] / a->softcap) : c->y[j];
+    c->y[j] = (cap_first ? 1.0 : a->logit_scale) * logit_at(a, i, j);
+    c->z[j] = a->softcap > 0 ? (cap_first ? a->logit_scale : 1.0) * a->softcap * tanh(c->y[j] / a->softcap) : c->y[j];
     if (!isnan(c->z[k]) && (isnan(c->z[j]) || c->z[j] > c->z[k])) k = j;
   }
   double rest = 0;
@@ -149,15 +151,16 @@ static void ignored_grad_row(ref_ctx *c, int64_t i, double g) {
 static void ce_grad_row(const ref_ctx *c, int64_t i, int64_t t, double g, double gz) {
   const gs_ce_args *a = c->a;
   int unweighted = GS_MUTANT(GS_MUT_WEIGHT_BACKWARD);
-  int smooth_unweighted = unweighted || GS_MUTANT(GS_MUT_SMOOTH_UNWEIGHTED);
+  int smooth_unweighted = unweighted || GS_MUTANT(GS_MUT_SMOOTH_UNWEIGHTED) || GS_MUTANT(GS_MUT_SMOOTH_TARGET_WEIGHT);
   double wt = unweighted ? 1.0 : weight_of(a, t);
+  double smooth = c->smooth * (GS_MUTANT(GS_MUT_SMOOTH_TARGET_WEIGHT) ? wt : 1.0);
   double wsum = smooth_unweighted ? (double)a->v : c->wsum;
   double zfac = GS_MUTANT(GS_MUT_ZLOSS_FACTOR) ? 1.0 : 2.0;
   for (int64_t j = 0; j < a->v; j++) {
     double p = exp(log_p(c, j));
     double p_minus_onehot = j == t ? p_minus_1(log_p_target(c, j)) : p;
     double wj = smooth_unweighted ? 1.0 : weight_of(a, j);
-    double dz = g * (wt * (1 - a->label_smoothing) * p_minus_onehot + c->smooth * (wsum * p - wj));
+    double dz = g * (wt * (1 - a->label_smoothing) * p_minus_onehot + smooth * (wsum * p - wj));
     if (a->lse_square_scale > 0) dz += gz * zfac * a->lse_square_scale * (c->m + c->l) * p;
     grad_put(a, i, j, dz * chain(c, j));
   }
@@ -184,12 +187,13 @@ static void ce_row(ref_ctx *c, int64_t i, double *ce_sum, double *zl_sum) {
     if (eps > 0) {
       double smo = 0;
       for (int64_t j = 0; j < a->v; j++) {
-        double term = -(GS_MUTANT(GS_MUT_SMOOTH_UNWEIGHTED) ? 1.0 : weight_of(a, j)) * log_p(c, j);
+        int unweighted = GS_MUTANT(GS_MUT_SMOOTH_UNWEIGHTED) || GS_MUTANT(GS_MUT_SMOOTH_TARGET_WEIGHT);
+        double term = -(unweighted ? 1.0 : weight_of(a, j)) * log_p(c, j);
         smo += term;
         /* the SMOOTH_OVERFLOW mutant: inf wherever an f32 term or sum would be */
         if (GS_MUTANT(GS_MUT_SMOOTH_OVERFLOW) && (fabs(term) > FLT_MAX || fabs(smo) > FLT_MAX)) smo = INFINITY;
       }
-      ce += c->smooth * smo;
+      ce += c->smooth * smo * (GS_MUTANT(GS_MUT_SMOOTH_TARGET_WEIGHT) ? weight_of(a, t) : 1.0);
     }
     double zl = a->lse_square_scale > 0 ? a->lse_square_scale * lse * lse : 0;
     if (a->reduction == GS_REDUCE_NONE) ((double *)a->loss)[i] = ce + zl;
@@ -266,6 +270,8 @@ static gs_status run_ref(const gs_ce_args *a, gs_ce_op op, int backward, gs_erro
   if (mean) {
     c.ce_div = 1 / d;
     c.zl_div = GS_MUTANT(GS_MUT_ZLOSS_MEAN_BY_D) ? 1 / d : 1 / count;
+    /* the SMOOTH_MEAN_BY_ROWS mutant: (smoothing sum) / K, whatever the weights */
+    if (GS_MUTANT(GS_MUT_SMOOTH_MEAN_BY_ROWS) && count > 0) c.smooth *= d / count;
   }
   if (a->n > 0) {
     c.y = malloc((size_t)a->v * sizeof *c.y);
