@@ -57,7 +57,7 @@ end
 
 function M.html(rec)
   local esc, num = page.esc, page.num
-  local out = { '<div class="compare">' }
+  local out = { string.format('<div class="compare" data-elements="%d" data-mismatches="%d">', rec.n, rec.bad) }
   out[#out + 1] = string.format('<h4>%s %s</h4>', page.badge(rec.failed and "fail" or "pass"), esc(rec.label))
   out[#out + 1] = string.format(
     '<div class="muted">%s of %s elements mismatch &#183; shape %s &#183; %s vs %s &#183; rtol %s, atol %s &#183; '

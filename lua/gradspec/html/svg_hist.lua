@@ -31,8 +31,11 @@ function M.svg(spec)
   end
   local out = {}
   local function add(s) out[#out + 1] = s end
-  add(string.format('<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" role="img">',
-    W, H, W, H))
+  -- the count drawn in each bin, for tools and specs that read the page
+  local totals = {}
+  for k, b in ipairs(bins) do totals[k] = (b.pass or 0) + (b.fail or 0) + (b.equal or 0) end
+  add(string.format('<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" role="img" '
+    .. 'class="hist" data-counts="%s">', W, H, W, H, table.concat(totals, ",")))
   add(string.format('<text x="%d" y="16" font-size="13" font-weight="600">%s</text>', LEFT, page.esc(spec.title)))
   -- y grid and ticks: decades
   for d = 0, top_decade do
