@@ -9,7 +9,7 @@ local ffi = require("ffi")
 
 local M = {}
 
-M.MAP_ROWS, M.MAP_COLS, M.WORST, M.MAX_RANGES, M.MAX_TARGETS = 48, 128, 10, 12, 512
+M.MAP_ROWS, M.MAP_COLS, M.WORST, M.MAX_RANGES, M.MAX_TARGETS = 48, 128, 10, 8, 512
 
 -- Tolerance units r = |a - e| / (atol + rtol |e|), in half-decade bins:
 -- 1 equal (or equal by rule: equal infinities, both subnormal, NaN == NaN
@@ -120,7 +120,7 @@ local function where_sentences(rec, R, V, row_count, col_count, col_list, col_ra
     if rec.at_target == rec.bad then
       s[#s + 1] = rec.bad == 1 and "the mismatch is at its row's target column"
         or string.format("all %d mismatches are at their row's target column", rec.bad)
-    elseif rec.at_target > 0 then
+    elseif 2 * rec.at_target >= rec.bad then -- a few at the target among many elsewhere say nothing
       s[#s + 1] = string.format("%d of the %d mismatches are at their row's target column", rec.at_target, rec.bad)
     end
   end

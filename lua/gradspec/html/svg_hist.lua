@@ -67,7 +67,8 @@ function M.svg(spec)
       end
       if bw >= 13 then
         add(string.format('<text x="%s" y="%s" font-size="9" text-anchor="middle" fill="%s">%s</text>', f(x + bw / 2 - 1),
-          f(TOP + ph - h - 3), c.muted, total >= 10000 and string.format("%.0fk", total / 1000) or tostring(total)))
+          f(TOP + ph - h - 3), c.muted, total >= 10000 and string.format("%.0fk", total / 1000)
+            or total >= 1000 and string.format("%.1fk", total / 1000) or tostring(total)))
       end
     end
   end
