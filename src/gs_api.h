@@ -10,6 +10,9 @@
 #include "gs_device.h"
 #include "mutants.h"
 #include "gs_cuda_module.h"
+#include "vocab_parallel.h"
+#include "dist_shm.h"
+#include "nccl_lazy.h"
 
 /* Host buffers: 64-byte aligned, zero-filled; NULL when out of memory. */
 void *gs_alloc(size_t bytes);

@@ -208,6 +208,10 @@ local what = { loss = "loss", lse = "lse", z_loss = "z_loss", grad = "gradient",
 -- ({loss, lse, z_loss, grad} or {result} or {grad}), each tracked.
 function M.run(op, logits, target, grad_output, opts, level)
   level = (level or 1) + 1
+  -- logits holding some of the vocabulary's columns, the rest on other ranks
+  if type(opts) == "table" and not T.is_tensor(opts) and (opts.comm ~= nil or opts.vocab_start ~= nil) then
+    return require("gradspec.vocab_parallel").run(op, logits, target, grad_output, opts, level)
+  end
   opts = check_opts(op, opts, level)
   need_tensor(op, "logits", logits, level)
   local e = backend.pick(op, logits, opts, level)

@@ -1,0 +1,167 @@
+/* The four vocab-parallel passes on one row (kernels/vocab_parallel.h), as
+ * plain loops over the shard's columns in the type REAL: included by
+ * vocab_parallel_ref.c (REAL double) and vocab_parallel.c (REAL float, rows
+ * spread over threads). Sums over columns are accumulated in double by both. */
+#include <math.h>
+#include <stdint.h>
+
+#include "../cross_entropy_check.h"
+#include "../gs_half.h"
+#include "../vocab_parallel.h"
+
+static inline REAL vp_y(const gs_vp_args *a, int64_t i, int64_t j) {
+  int64_t k = i * a->logits_stride + j;
+  REAL x;
+  switch (a->logits_dtype) {
+  case GS_F64: x = (REAL)((const double *)a->logits)[k]; break;
+  case GS_F32: x = ((const float *)a->logits)[k]; break;
+  case GS_BF16: x = gs_bf16_to_f32(((const uint16_t *)a->logits)[k]); break;
+  default: x = gs_f16_to_f32(((const uint16_t *)a->logits)[k]); break;
+  }
+  return (REAL)a->logit_scale * x;
+}
+
+static inline REAL vp_z_of(const gs_vp_args *a, REAL y) {
+  return a->softcap > 0 ? (REAL)a->softcap * VP_TANH(y / (REAL)a->softcap) : y;
+}
+
+/* dx/dz: s, times sech^2(y/c) with softcap (no cancellation near the cap). */
+static inline REAL vp_chain(const gs_vp_args *a, REAL y) {
+  if (a->softcap <= 0) return (REAL)a->logit_scale;
+  REAL ch = VP_COSH(y / (REAL)a->softcap);
+  return (REAL)a->logit_scale / (ch * ch);
+}
+
+static inline REAL *vp_stat(const gs_vp_args *a, int k) { return (REAL *)a->stat + (int64_t)k * a->n; }
+
+/* The row's target as a column of this shard, -1 when another shard owns
+ * it, -2 when the row is ignored (entropy has no target and ignores none). */
+static inline int64_t vp_local_target(const gs_vp_args *a, int64_t i) {
+  if (!a->target) return -1;
+  int64_t t = gs_ce_target_at(a->target, a->target_dtype, i);
+  if (t == a->ignore_index) return -2;
+  t -= a->vocab_start;
+  return t >= 0 && t < a->v ? t : -1;
+}
+
+static void vp_max_row(const gs_vp_args *a, int64_t i) {
+  REAL m = -INFINITY;
+  int bad = 0;
+  if (vp_local_target(a, i) != -2) {
+    for (int64_t j = 0; j < a->v; j++) {
+      REAL z = vp_z_of(a, vp_y(a, i, j));
+      if (isnan(z) || z == INFINITY) bad = 1;
+      else if (z > m) m = z;
+    }
+  }
+  vp_stat(a, GS_VP_M_LOCAL)[i] = vp_stat(a, GS_VP_M)[i] = bad ? INFINITY : m;
+}
+
+static void vp_sums_row(const gs_vp_args *a, int64_t i) {
+  REAL M = vp_stat(a, GS_VP_M)[i], ml = vp_stat(a, GS_VP_M_LOCAL)[i];
+  double rest = 0;
+  int tie = isfinite(M) && ml == M;
+  if (isfinite(M) && vp_local_target(a, i) != -2) {
+    int skipped = !tie; /* the shard's first maximum is the 1 of log1p */
+    for (int64_t j = 0; j < a->v; j++) {
+      REAL d = vp_z_of(a, vp_y(a, i, j)) - M;
+      if (!skipped && d == 0) {
+        skipped = 1;
+        continue;
+      }
+      rest += VP_EXP(d);
+    }
+  }
+  vp_stat(a, GS_VP_REST)[i] = (REAL)rest;
+  vp_stat(a, GS_VP_TIES)[i] = (REAL)tie;
+}
+
+static void vp_terms_row(const gs_vp_args *a, int64_t i) {
+  REAL M = vp_stat(a, GS_VP_M)[i];
+  /* a row with a NaN or +inf (M = +inf), or of -inf only, has no distribution */
+  REAL l = isfinite(M) ? (REAL)VP_LOG1P(vp_stat(a, GS_VP_REST)[i] + (vp_stat(a, GS_VP_TIES)[i] - 1)) : (REAL)NAN;
+  int64_t t = vp_local_target(a, i);
+  vp_stat(a, GS_VP_L)[i] = l;
+  REAL tz = 0, wt = 0;
+  double smooth = 0, mu = 0;
+  if (t != -2) {
+    if (t >= 0) {
+      tz = (vp_z_of(a, vp_y(a, i, t)) - M) - l;
+      wt = a->weight ? a->weight[t] : 1;
+    }
+    int want_smooth = a->op == GS_OP_CE && a->label_smoothing > 0, want_mu = a->op == GS_OP_ENTROPY;
+    if (want_smooth || want_mu) {
+      for (int64_t j = 0; j < a->v; j++) {
+        REAL d = vp_z_of(a, vp_y(a, i, j)) - M;
+        if (want_smooth) smooth += (a->weight ? a->weight[j] : 1.0) * ((double)l - (double)d);
+        if (want_mu) {
+          REAL p = VP_EXP(d - l);
+          if (p != 0) mu += (double)p * d; /* p log p -> 0 where p = 0 */
+        }
+      }
+    }
+  }
+  vp_stat(a, GS_VP_TZ)[i] = tz;
+  vp_stat(a, GS_VP_WT)[i] = wt;
+  vp_stat(a, GS_VP_SMOOTH)[i] = (REAL)smooth;
+  vp_stat(a, GS_VP_MU)[i] = (REAL)mu;
+}
+
+static void vp_grad_row(const gs_vp_args *a, int64_t i) {
+  int64_t t = vp_local_target(a, i);
+  if (t == -2) {
+    for (int64_t j = 0; j < a->v; j++) VP_GRAD_PUT(a, i, j, 0.0);
+    return;
+  }
+  REAL M = vp_stat(a, GS_VP_M)[i], l = vp_stat(a, GS_VP_L)[i], wt = vp_stat(a, GS_VP_WT)[i];
+  REAL mu = vp_stat(a, GS_VP_MU)[i], g = vp_stat(a, GS_VP_G)[i], gz = vp_stat(a, GS_VP_GZ)[i];
+  REAL eps = (REAL)a->label_smoothing, smooth = (REAL)(a->label_smoothing / (double)a->vocab_total);
+  REAL zl = (REAL)(2 * a->lse_square_scale) * (M + l), wsum = (REAL)a->wsum;
+  for (int64_t j = 0; j < a->v; j++) {
+    REAL y = vp_y(a, i, j), d = vp_z_of(a, y) - M, logp = d - l, p = VP_EXP(logp), dz;
+    if (a->op == GS_OP_CE) {
+      /* p_t - 1 as expm1(log p_t): no cancellation for a confident row */
+      REAL pm = j == t ? VP_EXPM1(logp) : p;
+      REAL wj = a->weight ? a->weight[j] : 1;
+      dz = g * (wt * (1 - eps) * pm + smooth * (wsum * p - wj));
+      if (a->lse_square_scale > 0) dz += gz * zl * p;
+    } else if (a->op == GS_OP_LOG_PROBS) {
+      dz = g * (j == t ? -VP_EXPM1(logp) : -p);
+    } else {
+      dz = p != 0 ? g * p * (mu - d) : 0;
+    }
+    VP_GRAD_PUT(a, i, j, dz * vp_chain(a, y));
+  }
+}
+
+static void vp_row(const gs_vp_args *a, int pass, int64_t i) {
+  switch (pass) {
+  case GS_VP_MAX: vp_max_row(a, i); break;
+  case GS_VP_SUMS: vp_sums_row(a, i); break;
+  case GS_VP_TERMS: vp_terms_row(a, i); break;
+  default: vp_grad_row(a, i); break;
+  }
+}
+
+/* The checks both backends make before a pass. */
+static gs_status vp_check(const gs_vp_args *a, int pass, int wide_ok, gs_error *err) {
+  const char *bad = NULL;
+  if (a->n < 0) bad = "n";
+  else if (a->v < 1 || a->vocab_start < 0 || a->vocab_start + a->v > a->vocab_total) bad = "v";
+  else if (a->logits_stride < a->v) bad = "logits_stride";
+  else if (!a->stat) bad = "stat";
+  else if (pass < GS_VP_MAX || pass > GS_VP_GRAD) bad = "pass";
+  else if (pass == GS_VP_GRAD && (!a->grad || a->grad_stride < a->v)) bad = "grad";
+  if (bad) {
+    err->arg = bad;
+    snprintf(err->msg, sizeof err->msg, "vocab-parallel pass %d: bad %s", pass, bad);
+    return GS_ERR_ARG;
+  }
+  if ((a->logits_dtype == GS_F64 && !wide_ok) || a->logits_dtype > GS_F16 ||
+      (pass == GS_VP_GRAD && ((a->grad_dtype == GS_F64 && !wide_ok) || a->grad_dtype > GS_F16))) {
+    err->arg = "logits_dtype";
+    snprintf(err->msg, sizeof err->msg, "vocab-parallel: dtype not supported by this backend");
+    return GS_ERR_DTYPE;
+  }
+  return GS_OK;
+}
