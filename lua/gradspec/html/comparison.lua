@@ -49,6 +49,28 @@ function M.histograms(rec)
   }) .. "</div>"
 end
 
+-- A table row for a passing comparison (--html-all): what, how many, the
+-- largest error, and both histograms small.
+function M.row(rec)
+  local esc, num = page.esc, page.num
+  local tb = tol_bins(rec)
+  local ub = ulp_bins(rec)
+  return string.format('<tr data-elements="%d" data-mismatches="%d"><td>%s %s%s</td><td class="n">%s</td>'
+    .. '<td class="n">%s</td><td>%s</td><td>%s</td></tr>', rec.n, rec.bad, page.badge(rec.failed and "fail" or "pass"),
+    esc(rec.label), rec.where and ('<br><span class="muted">' .. esc(rec.where) .. "</span>") or "", num(rec.n),
+    esc(num(rec.max_ratio, 3)),
+    hist.mini({ title = "error in units of the tolerance", bins = tb, threshold = measure.TOL_FIRST_FAIL,
+      ticks = { [3] = "1e-4", [11] = "1", [19] = "1e4" } }),
+    hist.mini({ title = "error in ulps of " .. tostring(rec.ulp_dtype), bins = ub,
+      ticks = { [3] = "1", [15] = "4k", [27] = "16M" } }))
+end
+
+-- The header of the table M.row fills.
+function M.rows_header()
+  return '<table class="grid"><thead><tr><th>comparison</th><th>elements</th><th>largest error (tolerances)</th>'
+    .. "<th>|a &#8722; e| / (atol + rtol |e|)</th><th>ulps</th></tr></thead><tbody>"
+end
+
 local function shape(rec)
   if rec.dim == 2 then return rec.rows .. " x " .. rec.cols end
   if rec.dim == 1 then return tostring(rec.cols) end

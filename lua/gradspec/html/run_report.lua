@@ -95,13 +95,9 @@ local function passing_card(r)
   local out = { '<div class="card pass">' }
   out[#out + 1] = string.format('<h3>%s %s</h3><div class="muted">%s:%d</div>', page.badge(r.status),
     esc(display_name(r)), esc(r.file or "?"), r.line or 0)
-  for _, rec in ipairs(recs) do
-    out[#out + 1] = string.format('<h4>%s %s</h4><div class="muted">%s elements &#183; largest error %s of the tolerance'
-      .. "%s</div>", page.badge(rec.failed and "fail" or "pass"), esc(rec.label), page.num(rec.n),
-      esc(page.num(rec.max_ratio, 3)), rec.where and (" &#183; at " .. esc(rec.where)) or "")
-    out[#out + 1] = comparison.histograms(rec)
-  end
-  out[#out + 1] = "</div>"
+  out[#out + 1] = comparison.rows_header()
+  for _, rec in ipairs(recs) do out[#out + 1] = comparison.row(rec) end
+  out[#out + 1] = "</tbody></table></div>"
   return table.concat(out, "\n")
 end
 

@@ -96,4 +96,45 @@ function M.svg(spec)
   return table.concat(out, "\n")
 end
 
+-- The same histogram small and bare, for a table row (--html-all draws one
+-- per passing comparison, so it must stay light): bars, the tolerance line,
+-- and labels at the first, the threshold and the last boundary.
+function M.mini(spec)
+  local c = page.colour
+  local w, h, left, bottom = 236, 58, 4, 14
+  local bins = spec.bins
+  local nb = #bins
+  local bw = (w - 2 * left) / nb
+  local ph = h - bottom - 4
+  local totals, max = {}, 0
+  for k, b in ipairs(bins) do
+    totals[k] = (b.pass or 0) + (b.fail or 0) + (b.equal or 0)
+    max = math.max(max, totals[k])
+  end
+  local top = math.max(1, math.log10(math.max(max, 1)))
+  local out = { string.format('<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" class="hist" '
+    .. 'data-counts="%s" role="img"><title>%s</title>', w, h, table.concat(totals, ","), page.esc(spec.title or "")) }
+  out[#out + 1] = string.format('<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="%s"/>', left, w - left, 4 + ph, 4 + ph,
+    c.grid)
+  for k, b in ipairs(bins) do
+    if totals[k] > 0 then
+      local bh = ph * (0.12 + 0.88 * math.log10(totals[k]) / top)
+      local colour = (b.fail or 0) > 0 and c.fail or (b.pass or 0) > 0 and c.pass or c.equal
+      out[#out + 1] = string.format('<rect x="%s" y="%s" width="%s" height="%s" fill="%s"/>', f(left + (k - 1) * bw),
+        f(4 + ph - bh), f(math.max(bw - 1, 1)), f(bh), colour)
+    end
+  end
+  for k, label in pairs(spec.ticks or {}) do
+    out[#out + 1] = string.format('<text x="%s" y="%d" font-size="9" text-anchor="middle">%s</text>',
+      f(left + (k - 1) * bw), h - 2, page.esc(label))
+  end
+  if spec.threshold then
+    local x = left + (spec.threshold - 1) * bw
+    out[#out + 1] = string.format('<line x1="%s" x2="%s" y1="0" y2="%d" stroke="%s" stroke-dasharray="3 2"/>', f(x), f(x),
+      4 + ph, c.ink)
+  end
+  out[#out + 1] = "</svg>"
+  return table.concat(out)
+end
+
 return M
