@@ -177,6 +177,17 @@ describe("gradspec run --html", function()
     assert.is_true(has(html, "<h2>Passing comparisons"), "section")
     assert.is_true(has(html, "cross_entropy: noisy grad against ref"), "the passing comparison")
     assert.is_true(has(html, "largest error "), "its margin")
+    -- each passing comparison's small histograms hold every compared element too
+    local rows = 0
+    for n, row in html:gmatch('<tr data%-elements="(%d+)" data%-mismatches="0">(.-)</tr>') do
+      rows = rows + 1
+      for counts in row:gmatch('data%-counts="([%d,]*)"') do
+        local total = 0
+        for x in counts:gmatch("%d+") do total = total + tonumber(x) end
+        assert.equal(total, tonumber(n))
+      end
+    end
+    assert.equal(rows, 4, "loss, lse, z_loss and grad")
   end)
 
   it("gathers no comparison data without --html (a fixture that fails when it does)", function()
@@ -213,6 +224,20 @@ describe("what one comparison keeps", function()
     assert.equal(rec.ulp_fail[3 + 16], 1, "2^16 ulps") -- 2^-7 = 2^16 ulps of f32 at 1
     local b = measured(gs.tensor({ 1 + 2 ^ -7 }, { dtype = "bf16" }), gs.tensor({ 1 }, { dtype = "bf16" }), 0, 0)
     assert.equal(b.ulp_fail[3], 1, "one ulp of bf16")
+  end)
+
+  it("keeps at most MAX_PER_IT comparisons per it, the last failure always", function()
+    local capture = require("gradspec.html.capture")
+    local saved = capture.mode
+    capture.set_mode("failed")
+    finally(function() capture.set_mode(saved) end)
+    for i = 1, capture.MAX_PER_IT + 8 do pcall(assert.close, gs.tensor({ 1, 2 }), gs.tensor({ 1, 2 + i })) end
+    assert.close(gs.tensor({ 5 }), gs.tensor({ 5 })) -- passing: not kept without --html-all
+    pcall(assert.close, gs.tensor({ 1 }), gs.tensor({ 3 }), { msg = "the last one" })
+    local kept, left_out = capture.take()
+    assert.equal(#kept, capture.MAX_PER_IT)
+    assert.equal(left_out, 9)
+    assert.equal(require("gradspec.serial").decode(kept[#kept]).label, "the last one")
   end)
 
   it("keeps a fixed amount whatever the tensor's size", function()

@@ -47,24 +47,22 @@ local function call_site()
   return nil
 end
 
--- Keeps a measured comparison (a flat record), failed ones ahead of passing
--- ones when the list is full.
+-- Keeps a measured comparison (a flat record). When the list is full a
+-- failed one takes the place of a passing one, else of the oldest failed
+-- one: the failure that ends an it is its last comparison, and must stay.
 local function keep(rec)
+  left_out = left_out + (#kept < M.MAX_PER_IT and 0 or 1)
   if #kept < M.MAX_PER_IT then
     kept[#kept + 1] = rec
     return
   end
-  if rec.failed then
-    for i = #kept, 1, -1 do
-      if not kept[i].failed then
-        table.remove(kept, i)
-        kept[#kept + 1] = rec
-        left_out = left_out + 1
-        return
-      end
-    end
+  if not rec.failed then return end
+  local drop = 1
+  for i = 1, #kept do
+    if not kept[i].failed then drop = i; break end
   end
-  left_out = left_out + 1
+  table.remove(kept, drop)
+  kept[#kept + 1] = rec
 end
 
 -- A comparison seen by assert.close or gradcheck. c: {kind, label, failed,
