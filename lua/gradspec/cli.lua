@@ -15,8 +15,8 @@ local RUN_OPTIONS = [[
                           stdout; the specs' own output and the summary line go to stderr)
   --junit FILE            also write a JUnit XML report to FILE
   --json FILE             also write the JSON report to FILE
-  --html FILE             also write an HTML report to FILE: for each failed comparison, histograms of
-                          the error and a map of where the mismatches are (one self-contained file)
+  --html FILE             also write an HTML report to FILE: histograms of each failed comparison's
+                          error and a map of where its mismatches are (one self-contained page)
   --html-all              with --html: the histograms of passing comparisons too
   --repeat N              run each selected it N times in a row, the seed advancing by one each
                           time; its that pass in some runs and fail in others are listed as flaky
