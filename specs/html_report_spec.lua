@@ -240,6 +240,18 @@ describe("what one comparison keeps", function()
     assert.equal(require("gradspec.serial").decode(kept[#kept]).label, "the last one")
   end)
 
+  it("keeps a comparison it could not measure as a note, never as an error of the assertion", function()
+    local capture = require("gradspec.html.capture")
+    local saved = capture.mode
+    capture.set_mode("failed")
+    finally(function() capture.set_mode(saved) end)
+    capture.comparison({ kind = "assert.close", label = "no data", failed = true, n = 4 }) -- no pointers to read
+    local kept = capture.take()
+    local rec = require("gradspec.serial").decode(kept[1])
+    assert.is_true(rec.measure_error ~= nil, "the reason is kept")
+    assert.is_true(has(require("gradspec.html.comparison").html(rec), "could not be measured"))
+  end)
+
   it("keeps a fixed amount whatever the tensor's size", function()
     local x = gs.randn({ 300, 5000 })
     local y = x:clone()

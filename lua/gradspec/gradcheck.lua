@@ -133,7 +133,8 @@ function M.gradcheck(f, x, grad, opts)
     capture.comparison({ kind = "gradcheck", label = opts.msg or ("gradcheck (" .. mode .. " mode)"), failed = worst ~= nil,
       actual = seen_got, expected = seen_fd, n = seen_fd.n or 0, dim = full and x64:dim() or 1,
       rows = full and x64.rows or 1, cols = full and x64.cols or (seen_fd.n or 0), rtol = rtol, atol = atol,
-      adtype = grad.dtype, edtype = "f64", actual_name = full and "gradient" or "<gradient, v>",
+      adtype = grad.dtype, edtype = "f64", unit = not full and "direction" or nil,
+      actual_name = full and "gradient" or "<gradient, v>",
       expected_name = full and "finite differences" or "finite differences along v" })
   end
   if worst then

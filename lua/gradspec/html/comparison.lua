@@ -53,6 +53,10 @@ end
 -- largest error, and both histograms small.
 function M.row(rec)
   local esc, num = page.esc, page.num
+  if rec.measure_error then
+    return string.format('<tr><td>%s</td><td colspan="4" class="muted">could not be measured: %s</td></tr>',
+      esc(rec.label), esc(rec.measure_error))
+  end
   local tb = tol_bins(rec)
   local ub = ulp_bins(rec)
   return string.format('<tr data-elements="%d" data-mismatches="%d"><td>%s %s%s</td><td class="n">%s</td>'
@@ -79,6 +83,10 @@ end
 
 function M.html(rec)
   local esc, num = page.esc, page.num
+  if rec.measure_error then
+    return string.format('<div class="compare"><h4>%s %s</h4><p class="muted">could not be measured: %s</p></div>',
+      page.badge(rec.failed and "fail" or "pass"), esc(rec.label), esc(rec.measure_error))
+  end
   local out = { string.format('<div class="compare" data-elements="%d" data-mismatches="%d">', rec.n, rec.bad) }
   out[#out + 1] = string.format('<h4>%s %s</h4>', page.badge(rec.failed and "fail" or "pass"), esc(rec.label))
   out[#out + 1] = string.format(

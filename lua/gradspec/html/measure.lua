@@ -91,7 +91,7 @@ local function where_sentences(rec, R, V, row_count, col_count, col_list, col_ra
         table.concat(rec.bad_rows, ", "), row_count > 0 and #rec.bad_rows == M.MAX_RANGES and ", ..." or "")
     end
   end
-  local unit = rec.dim == 2 and "column" or "element"
+  local unit = rec.unit
   local n_cols = V
   if col_count == n_cols and n_cols > 1 then
     s[#s + 1] = string.format("every %s (%d)", unit, n_cols)
@@ -148,6 +148,7 @@ function M.measure(c)
     kind = c.kind, label = c.label, where = c.where, failed = c.failed and true or false,
     dim = dim, rows = R, cols = V, n = n, rtol = rtol, atol = atol, adtype = c.adtype, edtype = c.edtype,
     ulp_dtype = udt, expected_name = c.expected_name, actual_name = c.actual_name,
+    unit = c.unit or (dim == 2 and "column" or "element"),
   }
   local tol_hist, ulp_pass, ulp_fail = {}, {}, {}
   for j = 1, M.TOL_BINS do tol_hist[j] = 0 end

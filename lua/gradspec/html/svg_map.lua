@@ -62,7 +62,7 @@ function M.svg(rec)
   add(string.format('<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" role="img">',
     W, H, W, H))
   local per_r, per_c = math.ceil(R / mr), math.ceil(V / mc)
-  local unit = rec.dim == 2 and "column" or "element"
+  local unit = rec.unit or (rec.dim == 2 and "column" or "element")
   add(string.format('<text x="%d" y="14" font-size="13" font-weight="600">%s</text>', x0, page.esc(string.format(
     "where the mismatches are: %s x %s (a cell holds up to %d row%s x %d %s%s)", rec.dim == 2 and (R .. " rows") or "1 row",
     V .. " " .. unit .. "s", per_r, per_r == 1 and "" or "s", per_c, unit, per_c == 1 and "" or "s"))))
