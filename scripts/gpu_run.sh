@@ -12,7 +12,11 @@
 # SANITIZER_TIMEOUT bound each step (seconds). RACECHECK=1 adds a racecheck
 # pass over the check cases whose names contain RACECHECK_FILTER. RUN_BENCH=0
 # leaves out the benchmarks and their --check runs (the specs, the users'
-# kernel checks and the specs' memcheck still run).
+# kernel checks and the specs' memcheck still run); RUN_USER_KERNEL=0 the
+# users' kernel checks. The cuda specs and their memcheck run twice, at the
+# same time: with the default plans and with GRADSPEC_CUDA_PORTABLE=1 (the
+# plans without thread-block clusters, those of every pre-Hopper GPU); the
+# specs with SPECS_JOBS spec files at once (default 8).
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 BUILD=${1:-build-gpu}
@@ -55,14 +59,35 @@ run_step() {  # name, log file, command...
   return 0
 }
 
+# Both plan sets: "default" (clusters where the GPU has them) and
+# "portable" (GRADSPEC_CUDA_PORTABLE=1). run_both NAME LOG_PREFIX PATTERN
+# COMMAND... runs COMMAND once per set, the two at the same time, then
+# summarises each log's lines that match PATTERN.
+run_both() {
+  local name=$1 prefix=$2 pattern=$3
+  shift 3
+  local t0=$SECONDS
+  env GRADSPEC_CUDA_PORTABLE=0 "$@" >"$OUT/$prefix.log" 2>&1 &
+  local p1=$!
+  env GRADSPEC_CUDA_PORTABLE=1 "$@" >"$OUT/${prefix}_portable.log" 2>&1 &
+  local p2=$!
+  wait $p1; local rc1=$?
+  wait $p2; local rc2=$?
+  note "$name, default plans: exit $rc1; GRADSPEC_CUDA_PORTABLE=1: exit $rc2 ($((SECONDS - t0)) s for both)"
+  for mode in "" _portable; do
+    grep -E "$pattern" "$OUT/$prefix$mode.log" | sed "s/^/  ${mode:-_default}: /" | tee -a "$SUMMARY"
+  done
+  return 0
+}
+
 if [ -x "$BUILD/gradspec" ] && [ -d specs ] && ls specs/*_spec.lua >/dev/null 2>&1; then
-  run_step "gradspec specs (cuda)" specs.log timeout "${SPECS_TIMEOUT:-300}" "$BUILD/gradspec" run specs/ --tags cuda -v
-  grep -E '^[0-9]+ passed' "$OUT/specs.log" | tee -a "$SUMMARY"
+  run_both "gradspec specs (cuda)" specs '^[0-9]+ passed' \
+    timeout "${SPECS_TIMEOUT:-300}" "$BUILD/gradspec" run specs/ --tags cuda -v -j "${SPECS_JOBS:-8}"
 else
   note "gradspec specs skipped: $BUILD/gradspec or specs/*_spec.lua missing"
 fi
 
-if [ -x "$BUILD/gradspec" ] && [ -d examples/cuda_kernel ]; then
+if [ -x "$BUILD/gradspec" ] && [ -d examples/cuda_kernel ] && [ "${RUN_USER_KERNEL:-1}" != 0 ]; then
   # A user's CUDA kernel (compiled with NVRTC, launched through the driver
   # API) as a backend: its specs, the conventions on every backend, and the
   # black-box mutants of it against its own specs.
@@ -86,11 +111,10 @@ if [ -x "$SAN" ] && [ -x "$BUILD/gradspec" ]; then
   # Spec files named one by one: the runner then starts no helper
   # process, which the sanitizer would follow. GRADSPEC_JIT=off: under the
   # sanitizer, LuaJIT's compiled traces end the process.
-  run_step "compute-sanitizer memcheck (gradspec cuda specs)" memcheck_specs.log \
+  run_both "compute-sanitizer memcheck (gradspec cuda specs)" memcheck_specs 'ERROR SUMMARY|^[0-9]+ passed' \
     env GRADSPEC_JIT=off timeout "${SANITIZER_TIMEOUT:-240}" "$SAN" --tool memcheck --error-exitcode 3 \
     --target-processes application-only \
     "$BUILD/gradspec" run specs/*_spec.lua --tags cuda --exclude-tags big --no-isolate -v
-  grep -E 'ERROR SUMMARY|^[0-9]+ passed' "$OUT/memcheck_specs.log" | tee -a "$SUMMARY"
 fi
 
 if [ "${RUN_BENCH:-1}" = 0 ]; then

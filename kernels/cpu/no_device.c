@@ -39,6 +39,14 @@ int gs_cuda_blas_load(char *path, size_t len, gs_error *err) {
   return 0;
 }
 
+gs_status gs_cuda_check_capability(gs_error *err) { return no_cuda(err); }
+const char *gs_ce_cuda_plan_name(int i) { (void)i; return 0; }
+long long gs_ce_cuda_plan_count(int i) { (void)i; return 0; }
+void gs_ce_cuda_reset_plan_counts(void) {}
+gs_status gs_ce_cuda_force_plan(const char *name, gs_error *err) { (void)name; return no_cuda(err); }
+const char *gs_ce_cuda_forced_plan(void) { return "auto"; }
+int gs_ce_cuda_clusters(gs_error *err) { no_cuda(err); return -1; }
+
 #define GS_NO_CUDA_OP(name) \
   gs_status name(const gs_ce_args *a, gs_error *err) { (void)a; return no_cuda(err); }
 GS_NO_CUDA_OP(gs_ce_forward_cuda)

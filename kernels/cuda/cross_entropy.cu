@@ -15,15 +15,29 @@
 // non-ignored rows) and the non-ignored count, so that "mean" can scale the
 // fused gradient in the same pass; the row kernel; for "sum" and "mean" a
 // one-block kernel that adds the per-row losses in double in a fixed order.
+// A bad target stops the row kernel before it writes anything.
+//
+// The extremes of docs/losses.md, section 11, are handled in every mode by
+// the one row kernel, on branches taken per row (or per chunk) from values
+// it computes anyway, so that ordinary rows pay a comparison: a smoothing
+// sum that overflows f32 (logits near FLT_MAX) is redone in double; a loss
+// or gradient constant that overflows f32 is redone in double, and that
+// row's gradient written from the double constants; a row of -inf logits
+// only is NaN throughout. Entropy keeps the max's term apart from the
+// others, as cross entropy keeps the target's, so that a confident row's
+// entropy keeps its digits.
 #include <cooperative_groups.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <climits>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <type_traits>
 
@@ -243,6 +257,24 @@ __device__ __forceinline__ float block_max(float v, float (*red)[kMaxWarps]) {
   return m;
 }
 
+// The same sums in double, for the rare rows whose f32 sums overflow.
+__device__ __forceinline__ double warp_sum_d(double x) {
+#pragma unroll
+  for (int o = 16; o; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+  return x;
+}
+
+__device__ __forceinline__ double block_sum_d(double v, double *red) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  v = warp_sum_d(v);
+  if (lane == 0) red[warp] = v;
+  __syncthreads();
+  double s = 0.0;
+  for (int w = 0; w < nw; w++) s += red[w];
+  __syncthreads();
+  return s;
+}
+
 __device__ __forceinline__ void cp_async16(unsigned saddr, const void *g) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(saddr), "l"(g) : "memory");
 }
@@ -252,53 +284,114 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
-// Softcap: z = c tanh(y / c) and dz/dy = 1 - (z / c)^2, both from one
-// expm1 of -2|y/c|: 1 - tanh^2 computed as 4 (1 + m) / (2 + m)^2 does not
-// cancel where tanh nears 1, and tanh = -m / (2 + m) does not cancel near 0.
-__device__ __forceinline__ float softcap_z(float y, float c, float inv_c, float *sech2) {
-  const float a = y * inv_c;
-  const float m = expm1f(-2.f * fabsf(a));
-  const float den = 2.f + m;
-  if (sech2) *sech2 = 4.f * (1.f + m) / (den * den);
-  return copysignf(c * (-m / den), a);
+// Softcap: z = c tanh(a), a = x s / c (s / c is one constant, as in the CPU
+// kernel), and dz/da / c = 1 - tanh(a)^2 in *sech2. Below |a| = 0.625 an odd
+// polynomial a + a^3 P(a^2) (relative error 4e-9; the CPU kernel's), where
+// 1 - t^2 >= 0.69 does not cancel. Above, with e = exp(-2|a|) <= 0.29,
+// tanh = (1 - e) / (1 + e) and 1 - tanh^2 = 4 e / (1 + e)^2: neither cancels
+// where tanh nears 1, as 1 + expm1(-2|a|) (an f32 value near -1 plus 1) or
+// 1 - t^2 of a rounded t would, losing the derivative's digits exactly for
+// the logits near the cap. a = -inf gives -c and 0; NaN stays NaN. Both
+// branches are evaluated and one is selected: no divergence within a warp.
+// copysignf keeps c t out of an FMA with whatever the caller subtracts, so
+// that z is the same bits in every pass.
+__device__ __forceinline__ float softcap_z(float x, float s_over_c, float c, float *sech2) {
+  const float a = x * s_over_c;
+  const float b = fabsf(a), b2 = b * b;
+  float q = -5.7049733587e-3f;
+  q = fmaf(q, b2, 2.0639074966e-2f);
+  q = fmaf(q, b2, -5.3739711642e-2f);
+  q = fmaf(q, b2, 1.3331441581e-1f);
+  q = fmaf(q, b2, -3.3333280683e-1f);
+  const float t_small = fmaf(q * b2, b, b);
+  const float e = expf(-2.f * b);
+  const float r = 1.f / (1.f + e);
+  const bool small = b < 0.625f;
+  if (sech2) *sech2 = small ? fmaf(-t_small, t_small, 1.f) : 4.f * e * r * r;
+  return copysignf(c * (small ? t_small : (1.f - e) * r), a);
 }
 
-__device__ __forceinline__ void cluster_arrive() { asm volatile("barrier.cluster.arrive.aligned;" ::: "memory"); }
-__device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.aligned;" ::: "memory"); }
+// Thread-block clusters and distributed shared memory exist from sm_90 on.
+// Their instructions are compiled for sm_90 and newer only; the kernels of
+// cluster plans (CL = true) are empty traps in the sm_80/86/89 code, and the
+// host launches them only on a device of compute capability 9.0 or more
+// (DevState::clusters). Every other kernel runs one CTA per row (K = 1).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define GS_CE_CLUSTERS 1
+#endif
+
+template <bool CL> __device__ __forceinline__ int cluster_size() {
+#ifdef GS_CE_CLUSTERS
+  if (CL) return (int)cg::this_cluster().num_blocks();
+#endif
+  return 1;
+}
+template <bool CL> __device__ __forceinline__ int cluster_rank() {
+#ifdef GS_CE_CLUSTERS
+  if (CL) return (int)cg::this_cluster().block_rank();
+#endif
+  return 0;
+}
+// The partial of CTA `rank` of this cluster (distributed shared memory).
+template <bool CL, typename P> __device__ __forceinline__ P *cluster_peer(P *mine, int rank) {
+#ifdef GS_CE_CLUSTERS
+  if (CL) return cg::this_cluster().map_shared_rank(mine, rank);
+#endif
+  return mine;
+}
+template <bool CL> __device__ __forceinline__ void cluster_arrive() {
+#ifdef GS_CE_CLUSTERS
+  if (CL) asm volatile("barrier.cluster.arrive.aligned;" ::: "memory");
+#endif
+}
+template <bool CL> __device__ __forceinline__ void cluster_wait() {
+#ifdef GS_CE_CLUSTERS
+  if (CL) asm volatile("barrier.cluster.wait.aligned;" ::: "memory");
+#endif
+}
 
 // One CTA's statistics over its chunk, relative to its own max m (0 when the
 // chunk holds only -inf): r = sum exp(z - m) without the target column,
 // q = sum exp(z - m) (z - m) (entropy), wd = sum w (z - m) and ws = sum w
-// (label smoothing).
+// (label smoothing). For entropy, whose row has no target to keep 1 - p
+// apart, wd holds the terms >= 1/2 instead and r the others, so that the
+// max's exact 1 does not swallow the small terms (see the row's log S).
+// wd64 is wd in double: the f32 sum converted, or, where that overflowed
+// (logits near FLT_MAX), the chunk's sum redone in double.
 struct Partial {
   float m, r, q, wd, ws;
+  double wd64;
 };
 
 // What every thread of a row needs for the gradient pass.
 struct RowInfo {
-  float ms;     // row max (0 for an all -inf row)
+  float ms;     // row max (0 for an all -inf row; NaN when every logit is -inf)
   float ap;     // CE / log_probs: dz_j = e_j * ap - bw * w_j, e_j = exp(z_j - ms)
   float bw;
   float gp;     // entropy: dz_j = e_j * gp * (qn - (z_j - ms))
   float qn;
   float dxt;    // the target column's gradient, computed without cancellation
+  int wide;     // ap, bw overflow f32 (or give inf * 0): the gradient from ap64, bw64
+  double ap64, bw64;
 };
 
 // GEN = false is the hot path, compiled without softcap, entropy and class
 // weights so that it fits 3 CTAs of 256 threads per SM (<= 80 registers).
-template <typename T, bool RES, bool GEN>
-__global__ void __launch_bounds__(kMaxThreads, GEN ? 1 : 3) ce_rows(Params p) {
+// CL = false: one CTA per row, on every GPU; CL = true: a cluster of K CTAs
+// per row (sm_90 and newer).
+template <typename T, bool RES, bool GEN, bool CL>
+__device__ __forceinline__ void ce_rows_body(const Params &p) {
   constexpr int NV = Vec<T>::N;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T *buf = reinterpret_cast<T *>(smem_raw);
   __shared__ float red[4][kMaxWarps];
+  __shared__ double red64[kMaxWarps];
   __shared__ Partial part;
   __shared__ RowInfo info;
   __shared__ float xt_sh, wt_sh;
 
-  cg::cluster_group cl = cg::this_cluster();
-  const int K = (int)cl.num_blocks();
-  const int rank = (int)cl.block_rank();
+  const int K = cluster_size<CL>();
+  const int rank = cluster_rank<CL>();
   const int tid = threadIdx.x, nthr = blockDim.x;
   const int64_t nclusters = gridDim.x / K;
   const int64_t c0 = (int64_t)rank * p.chunk;
@@ -311,7 +404,7 @@ __global__ void __launch_bounds__(kMaxThreads, GEN ? 1 : 3) ce_rows(Params p) {
   const bool smooth = p.op == OP_CE && p.eps > 0.f;
   const bool weighted_smooth = smooth && weight;
   const float s = p.s;
-  const float inv_c = softcap ? 1.f / p.c : 0.f;
+  const float s_over_c = p.s_over_c;
   // Double buffering: while a row is computed, the next row of this cluster
   // is already on its way into the other buffer (cp.async groups, one per row).
   const bool db = RES && p.nbuf == 2;
@@ -352,11 +445,20 @@ __global__ void __launch_bounds__(kMaxThreads, GEN ? 1 : 3) ce_rows(Params p) {
     const bool galigned = grow && ((((uintptr_t)grow) + c0 * (p.gdtype == GS_F32 ? 4 : 2)) & 15) == 0;
     const bool leader = rank == 0 && tid == 0;
 
+    // A bad target anywhere makes the whole call an error, and nothing may
+    // be written (docs/losses.md, section 1): not a loss, and not a
+    // gradient, which in place would overwrite the logits. The prep kernel,
+    // which ran before in the same stream, has set report_row. It is loaded
+    // beside the row's target, so that the two loads overlap, and makes the
+    // row a skipped one, whose first act is then to leave: every CTA of a
+    // cluster reads the same value and leaves in its first row, before any
+    // write or cluster barrier.
+    const bool call_failed = has_target && p.ctrl->report_row >= 0;
     int64_t t = -1;
     bool skip = false;
     if (has_target) {
       t = load_target(p.target, p.tgt64, row);
-      skip = t == p.ignore || t < 0 || t >= p.v;  // bad targets are reported by the prep kernel
+      skip = call_failed || t == p.ignore || t < 0 || t >= p.v;  // bad targets are reported by the prep kernel
     }
     if (db) {
       __syncthreads();  // every thread is done with the other buffer (the previous row)
@@ -365,6 +467,7 @@ __global__ void __launch_bounds__(kMaxThreads, GEN ? 1 : 3) ce_rows(Params p) {
       cp_async_commit();
     }
     if (skip) {
+      if (call_failed) break;
       if (grow) {
         const float zero[NV] = {};
         for (int vi = tid; vi < nvec; vi += nthr)
@@ -419,10 +522,21 @@ __global__ void __launch_bounds__(kMaxThreads, GEN ? 1 : 3) ce_rows(Params p) {
         }
       }
     };
+    // Column j of the chunk alone, for the rare smoothing sum in double
+    // (element by element: it needs few registers, and the common loops keep
+    // theirs).
+    auto load_one = [&](int j) { return RES ? Vec<T>::one(bcur, j) : Vec<T>::one(xc, (int64_t)j); };
     // z = s x, or c tanh(s x / c) with softcap.
-    auto zof = [&](float x) { return softcap ? softcap_z(x * s, p.c, inv_c, nullptr) : x * s; };
-    // z - m with one rounding when there is no softcap.
-    auto dof = [&](float x, float m) { return softcap ? softcap_z(x * s, p.c, inv_c, nullptr) - m : fmaf(x, s, -m); };
+    auto zof = [&](float x) { return softcap ? softcap_z(x, s_over_c, p.c, nullptr) : x * s; };
+    // z - m. Cross entropy and log_probs: with one rounding when there is no
+    // softcap. Entropy (from_z true): from the rounded z, with no FMA, so
+    // that the max's own column gives exactly 0 and its term exactly 1,
+    // which the entropy's log S relies on (see the row's scalars).
+    auto dof = [&](float x, float m, auto from_z) {
+      if (softcap) return softcap_z(x, s_over_c, p.c, nullptr) - m;
+      if (decltype(from_z)::value) return __fsub_rn(__fmul_rn(x, s), m);
+      return fmaf(x, s, -m);
+    };
 
     // Whole vectors in a loop whose lane count is a constant; the one ragged
     // vector at the end of a chunk (if any) in a call of its own.
@@ -472,11 +586,13 @@ __global__ void __launch_bounds__(kMaxThreads, GEN ? 1 : 3) ce_rows(Params p) {
     const float m = block_max(mx, red);
     const float msafe = m == -INFINITY ? 0.f : m;
 
-    // Pass 2: sums relative to this chunk's max. The smoothing sums are a
-    // compile-time choice so that the common loop carries no branch for them.
-    float acc[4] = {0.f, 0.f, 0.f, 0.f};  // r, q, wd, ws
-    auto pass2 = [&](auto with_smooth) {
+    // Pass 2: sums relative to this chunk's max. Smoothing and entropy are
+    // compile-time choices so that the common loop carries no branch for them.
+    // acc: r, q, wd, ws (Partial); for entropy, r and wd split the terms.
+    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+    auto pass2 = [&](auto with_smooth, auto with_ent) {
       constexpr bool SM = decltype(with_smooth)::value;
+      constexpr bool ENT = decltype(with_ent)::value;
       for_vecs([&](int vi, const float *x, int nvalid) {
         const int j0 = vi * NV;
         const bool ht = (unsigned)(tloc - j0) < (unsigned)NV;
@@ -484,9 +600,9 @@ __global__ void __launch_bounds__(kMaxThreads, GEN ? 1 : 3) ce_rows(Params p) {
 #pragma unroll
         for (int k = 0; k < NV; k++) {
           if (k < nvalid) {
-            const float d = dof(x[k], msafe);
+            const float d = dof(x[k], msafe, with_ent);
             e[k] = ex2(d * kLog2e);
-            if (is_ent) acc[1] += e[k] != 0.f ? e[k] * d : 0.f;  // p log p -> 0; NaN stays
+            if (ENT) acc[1] += e[k] != 0.f ? e[k] * d : 0.f;  // p log p -> 0; NaN stays
             if (SM) {
               const float w = weighted_smooth ? weight[c0 + j0 + k] : 1.f;
               acc[2] = fmaf(w, d, acc[2]);
@@ -494,7 +610,15 @@ __global__ void __launch_bounds__(kMaxThreads, GEN ? 1 : 3) ce_rows(Params p) {
             }
           }
         }
-        if (!ht) {
+        if (ENT) {
+#pragma unroll
+          for (int k = 0; k < NV; k++) {
+            if (k < nvalid) {
+              if (e[k] >= 0.5f) acc[2] += e[k];
+              else acc[0] += e[k];  // a NaN term lands here
+            }
+          }
+        } else if (!ht) {
 #pragma unroll
           for (int k = 0; k < NV; k++)
             if (k < nvalid) acc[0] += e[k];
@@ -505,14 +629,35 @@ __global__ void __launch_bounds__(kMaxThreads, GEN ? 1 : 3) ce_rows(Params p) {
         }
       });
     };
-    if (smooth) pass2(std::true_type());
-    else pass2(std::false_type());
+    if (is_ent) pass2(std::false_type(), std::true_type());
+    else if (smooth) pass2(std::true_type(), std::false_type());
+    else pass2(std::false_type(), std::false_type());
     block_sum<4>(acc, red);
+
+    // Logits near FLT_MAX: a term w_j (z_j - m), or the chunk's f32 sum of
+    // them, can overflow although the smoothing loss fits f32 (docs/losses.md,
+    // section 11: {0, ..., 0, 3.4e38} with label_smoothing 1 has the loss
+    // 7/8 * 3.4e38). The chunk's sum is then redone in double, where z_j - m
+    // of two f32 values, its products with f32 weights and their sums cannot
+    // overflow. The test costs one comparison per row (acc is the same in
+    // every thread after block_sum); a -inf or NaN logit lands here too, and
+    // keeps its -inf or NaN.
+    double wd64 = acc[2];
+    if (smooth && !isfinite(acc[2])) {
+      double sum64 = 0.0;
+      for (int j = tid; j < clen; j += nthr) {
+        const float x = load_one(j);
+        const double w = weighted_smooth ? (double)weight[c0 + j] : 1.0;
+        const double d = softcap ? (double)zof(x) - (double)msafe : fma((double)x, (double)s, -(double)msafe);
+        sum64 += w * d;
+      }
+      wd64 = block_sum_d(sum64, red64);
+    }
 
     // The last row's partial may still be read by the other CTAs until they
     // have all arrived: wait for that before overwriting it.
     if (pending) {
-      cluster_wait();
+      cluster_wait<CL>();
       pending = false;
     }
     if (tid == 0) {
@@ -521,98 +666,178 @@ __global__ void __launch_bounds__(kMaxThreads, GEN ? 1 : 3) ce_rows(Params p) {
       part.q = acc[1];
       part.wd = acc[2];
       part.ws = acc[3];
+      part.wd64 = wd64;
     }
     if (K > 1) {
-      cluster_arrive();  // every partial of the cluster is visible after the wait
-      cluster_wait();
+      cluster_arrive<CL>();  // every partial of the cluster is visible after the wait
+      cluster_wait<CL>();
     } else {
       __syncthreads();
     }
 
+    // The row's scalars, computed by the whole first warp: the sums are
+    // butterflies and every lane reads the same values, so every lane has the
+    // same bits (and takes the same branches, which the double sums below
+    // need); lane 0 writes them.
     if (tid < 32) {
       const int lane = tid;
-      Partial q = {-INFINITY, 0.f, 0.f, 0.f, 0.f};
-      if (lane < K) q = *(K > 1 ? cl.map_shared_rank(&part, lane) : &part);
+      Partial q = {-INFINITY, 0.f, 0.f, 0.f, 0.f, 0.0};
+      if (lane < K) q = *(K > 1 ? cluster_peer<CL>(&part, lane) : &part);
       const float M = warp_max(q.m);
       const float Ms = M == -INFINITY ? 0.f : M;
       const float qms = q.m == -INFINITY ? 0.f : q.m;
       const float f = (lane < K && q.m != -INFINITY) ? ex2((q.m - Ms) * kLog2e) : 0.f;
-      const float R = warp_sum(f * q.r);
-      const float Q = warp_sum(f != 0.f ? f * (q.q + (qms - Ms) * q.r) : 0.f);
-      const float WD = warp_sum(lane < K ? q.wd + (qms - Ms) * q.ws : 0.f);
-      const float WS = warp_sum(lane < K ? q.ws : 0.f);
+      float R, BIG = 0.f, Q = 0.f;
+      if (is_ent) {
+        // The terms >= 1/2 of the chunks at the row max (f = 1 there) stay
+        // apart in BIG; every other term, scaled, goes to R.
+        const bool at_max = lane < K && q.m == M;
+        BIG = warp_sum(at_max ? q.wd : 0.f);
+        R = warp_sum(f * q.r + (at_max ? 0.f : f * q.wd));
+        Q = warp_sum(f != 0.f ? f * (q.q + (qms - Ms) * (q.r + q.wd)) : 0.f);
+      } else {
+        R = warp_sum(f * q.r);
+      }
+      const float WD = smooth ? warp_sum(lane < K ? q.wd + (qms - Ms) * q.ws : 0.f) : 0.f;
+      const float WS = weighted_smooth ? warp_sum(lane < K ? q.ws : 0.f) : 0.f;
 
-      if (lane == 0) {
-        float xt = 0.f, zt = 0.f, dt = 0.f, et = 0.f;
-        if (has_target) {
-          xt = xt_sh;
-          zt = zof(xt);
-          dt = dof(xt, Ms);
-          et = ex2(dt * kLog2e);
+      float xt = 0.f, zt = 0.f, dt = 0.f, et = 0.f;
+      if (has_target) {
+        xt = xt_sh;
+        zt = zof(xt);
+        dt = dof(xt, Ms, std::false_type());
+        et = ex2(dt * kLog2e);
+      }
+      // Entropy: S = BIG + R, where BIG >= 1 holds the max's own term, exactly
+      // 1. log S = log1p((BIG - 1) + R) keeps R even far below f32's epsilon,
+      // where log(1 + R) would round it away: for a confident row (margin 40)
+      // the entropy is (1 + 40) R, and log(S) gave 40 R.
+      const float S = is_ent ? BIG + R : R + et;
+      const float logS = is_ent ? log1pf((BIG - 1.f) + R) : logf(S);
+      float lse = Ms + logS;
+      // lse - z_t: log1p keeps near-certain predictions (loss ~ 1e-10) exact.
+      const float nll0 = et > 0.25f ? log1pf(R / et) : logS - dt;
+      const float V = (float)p.v;
+      const float W = weighted_smooth ? WS : V;
+      const float wt = has_target ? wt_sh : 1.f;
+
+      // Per-row grad_output, then the "mean" divisors.
+      float g = 1.f, gz = 1.f;
+      if (p.grad) {
+        g = p.go ? p.go[p.go_per_row ? row : 0] : 1.f;
+        gz = g;
+        if (p.op == OP_CE && p.reduction == GS_REDUCE_MEAN) {
+          g = (float)((double)g / p.ctrl->d);
+          gz = (float)((double)gz / p.ctrl->count);
         }
-        const float S = R + et;
-        const float logS = logf(S);
-        const float lse = Ms + logS;
-        // lse - z_t: log1p keeps near-certain predictions (loss ~ 1e-10) exact.
-        const float nll0 = et > 0.25f ? log1pf(R / et) : logS - dt;
-        const float V = (float)p.v;
-        const float W = weight ? WS : V;
-        const float wt = has_target ? wt_sh : 1.f;
+      }
+      float chain_t = s;
+      if (softcap) {
+        float sech2;
+        softcap_z(xt, s_over_c, p.c, &sech2);
+        chain_t = s * sech2;
+      }
+      RowInfo ri;
+      ri.ms = Ms;
+      ri.gp = 0.f;
+      ri.qn = 0.f;
+      ri.bw = 0.f;
+      ri.wide = 0;
+      ri.ap64 = 0.0;
+      ri.bw64 = 0.0;
+      float loss = 0.f, ce = 0.f, zl = 0.f;
+      if (p.op == OP_CE) {
+        const float nll = wt * nll0;
+        // smo = sum_j w_j (lse - z_j) = W log S - sum_j w_j (z_j - max): two non-negative terms.
+        const float smo = smooth ? W * logS - WD : 0.f;
+        zl = p.lam != 0.f ? p.lam * lse * lse : 0.f;
+        ce = (1.f - p.eps) * nll + (smooth ? (p.eps / V) * smo : 0.f);
+        loss = ce + zl;
+        const float ze = smooth ? g * (p.eps / V) : 0.f;  // smoothing coefficient
+        const float zz = p.lam != 0.f ? gz * 2.f * p.lam * lse : 0.f;
+        const float a_other = ze * W + zz;                 // multiplies p_j
+        const float a_nll = g * (1.f - p.eps) * wt;        // multiplies (p_j - [j == t])
+        ri.ap = (a_nll + a_other) / S;
+        ri.bw = ze;
+        // p_t - 1 = -R / S: the rest of the row's mass, no cancellation.
+        const float dzt = -a_nll * (R / S) + a_other * (et / S) - ze * wt;
+        ri.dxt = dzt * chain_t;
+      } else if (p.op == OP_LP) {
+        loss = -nll0;
+        ri.ap = -g / S;
+        ri.dxt = g * (R / S) * chain_t;
+      } else {
+        const float qn = Q / S;
+        loss = logS - qn;
+        ri.gp = g / S;
+        ri.qn = qn;
+        ri.ap = 0.f;
+        ri.dxt = 0.f;
+      }
 
-        // Per-row grad_output, then the "mean" divisors.
-        float g = 1.f, gz = 1.f;
-        if (p.grad) {
-          g = p.go ? p.go[p.go_per_row ? row : 0] : 1.f;
-          gz = g;
-          if (p.op == OP_CE && p.reduction == GS_REDUCE_MEAN) {
-            g = (float)((double)g / p.ctrl->d);
-            gz = (float)((double)gz / p.ctrl->count);
+      if (M == -INFINITY) {
+        // Every logit is -inf (a NaN among them is invisible to the max): no
+        // distribution, and NaN outputs (docs/losses.md, section 2), also for
+        // V = 1, where no other term makes the NaN and lse came out as -inf.
+        // ms = NaN makes every z - ms, and so every gradient element, NaN in
+        // pass 3 (entropy's included: its e != 0 test lets NaN through).
+        const float nan = __int_as_float(0x7fffffff);
+        loss = ce = lse = nan;
+        zl = p.lam != 0.f ? nan : 0.f;
+        ri.ms = ri.ap = ri.bw = ri.gp = ri.qn = ri.dxt = nan;
+      } else {
+        // The rare rows whose f32 scalars overflow (logits near FLT_MAX), found
+        // from values the row has anyway: ordinary rows pay a comparison.
+        if (p.op == OP_CE && p.want_loss && !isfinite(loss)) {
+          // An intermediate may have overflowed where the loss fits f32: the
+          // smoothing sum (W log S - WD), or z_t - max (their difference
+          // exceeds FLT_MAX, yet (1 - eps) w_t times it may not, and is 0 for
+          // eps = 1, where inf * 0 gave NaN). Redone in double from the
+          // chunks' double sums; a loss that is inf or NaN exactly (a -inf
+          // target, a NaN logit) comes out the same.
+          const double WD64 =
+              smooth ? warp_sum_d(lane < K ? q.wd64 + ((double)qms - (double)Ms) * (double)q.ws : 0.0) : 0.0;
+          const double dt64 = softcap ? (double)zt - (double)Ms : fma((double)xt, (double)s, -(double)Ms);
+          const double nll64 = et > 0.25f ? (double)log1pf(R / et) : (double)logS - dt64;
+          const double smo64 = smooth ? (double)W * logS - WD64 : 0.0;
+          const double ce64 = (1.0 - (double)p.eps) * wt * nll64 + (smooth ? (double)p.eps / (double)p.v * smo64 : 0.0);
+          const double lse64 = (double)Ms + logS;
+          const double zl64 = p.lam != 0.f ? (double)p.lam * lse64 * lse64 : 0.0;
+          ce = (float)ce64;
+          zl = (float)zl64;
+          loss = (float)(ce64 + zl64);
+        }
+        if (p.grad && p.op != OP_ENT && !(isfinite(ri.ap * s) && isfinite(ri.bw * s) && isfinite(ri.dxt))) {
+          // The gradient's constants overflow f32 (z-loss or a large
+          // grad_output on logits near FLT_MAX: 2 lam lse is inf), so that
+          // e_j * ap is inf * 0 = NaN where p_j = 0, whose exact gradient is 0
+          // (or -1 in the target column). They are taken in double, and pass 3
+          // of this row multiplies in double and rounds once.
+          ri.wide = 1;
+          if (p.op == OP_CE) {
+            const double ze64 = smooth ? (double)g * ((double)p.eps / (double)p.v) : 0.0;
+            const double zz64 = p.lam != 0.f ? (double)gz * 2.0 * (double)p.lam * ((double)Ms + logS) : 0.0;
+            const double a_other64 = ze64 * W + zz64;
+            const double a_nll64 = (double)g * (1.0 - (double)p.eps) * wt;
+            ri.ap64 = (a_nll64 + a_other64) / S;
+            ri.bw64 = ze64;
+            const double dzt64 = -a_nll64 * ((double)R / S) + a_other64 * ((double)et / S) - ze64 * wt;
+            ri.dxt = (float)(dzt64 * chain_t);
+          } else {
+            ri.ap64 = -(double)g / S;
+            ri.bw64 = 0.0;
+            ri.dxt = (float)((double)g * ((double)R / S) * chain_t);
           }
         }
-        float chain_t = s;
-        if (softcap) {
-          float sech2;
-          softcap_z(xt * s, p.c, inv_c, &sech2);
-          chain_t = s * sech2;
-        }
-        RowInfo ri;
-        ri.ms = Ms;
-        ri.gp = 0.f;
-        ri.qn = 0.f;
-        ri.bw = 0.f;
-        float loss = 0.f, zl = 0.f;
-        if (p.op == OP_CE) {
-          const float nll = wt * nll0;
-          // smo = sum_j w_j (lse - z_j) = W log S - sum_j w_j (z_j - max): two non-negative terms.
-          const float smo = smooth ? W * logS - WD : 0.f;
-          zl = p.lam != 0.f ? p.lam * lse * lse : 0.f;
-          loss = (1.f - p.eps) * nll + (smooth ? (p.eps / V) * smo : 0.f) + zl;
-          const float ze = smooth ? g * (p.eps / V) : 0.f;  // smoothing coefficient
-          const float zz = p.lam != 0.f ? gz * 2.f * p.lam * lse : 0.f;
-          const float a_other = ze * W + zz;                 // multiplies p_j
-          const float a_nll = g * (1.f - p.eps) * wt;        // multiplies (p_j - [j == t])
-          ri.ap = (a_nll + a_other) / S;
-          ri.bw = ze;
-          // p_t - 1 = -R / S: the rest of the row's mass, no cancellation.
-          const float dzt = -a_nll * (R / S) + a_other * (et / S) - ze * wt;
-          ri.dxt = dzt * chain_t;
-        } else if (p.op == OP_LP) {
-          loss = -nll0;
-          ri.ap = -g / S;
-          ri.dxt = g * (R / S) * chain_t;
-        } else {
-          const float qn = Q / S;
-          loss = logS - qn;
-          ri.gp = g / S;
-          ri.qn = qn;
-          ri.ap = 0.f;
-          ri.dxt = 0.f;
-        }
+      }
+
+      if (lane == 0) {
         info = ri;
         if (leader && p.want_loss) {
           if (p.loss) p.loss[row] = loss;
           if (p.rowbuf) {
-            p.rowbuf[2 * row] = loss - zl;
+            // ce itself, not loss - zl: that is inf - inf = NaN once the z-loss overflows
+            p.rowbuf[2 * row] = ce;
             p.rowbuf[2 * row + 1] = zl;
           }
           if (p.lse) p.lse[row] = lse;
@@ -621,56 +846,70 @@ __global__ void __launch_bounds__(kMaxThreads, GEN ? 1 : 3) ce_rows(Params p) {
       }
     }
     if (K > 1) {
-      cluster_arrive();  // this CTA is done reading the others' partials
+      cluster_arrive<CL>();  // this CTA is done reading the others' partials
       pending = true;
     }
     __syncthreads();
 
     if (!grow) continue;
-    // Pass 3: the gradient.
+    // Pass 3: the gradient. Entropy and the rows with double constants
+    // (RowInfo::wide) have loops of their own, so that the common loop
+    // carries no branch for them.
     const RowInfo ri = info;
     const float ms = ri.ms;
-    const float aps = ri.ap * s, bws = ri.bw * s;
-    for_vecs([&](int vi, const float *x, int nvalid) {
-      const int j0 = vi * NV;
-      float gv[NV];
+    auto pass3 = [&](auto with_ent, auto with_wide) {
+      constexpr bool ENT = decltype(with_ent)::value;
+      constexpr bool WIDE = decltype(with_wide)::value;
+      const float aps = ri.ap * s, bws = ri.bw * s;
+      const bool weighted = WIDE ? ri.bw64 != 0.0 : ri.bw != 0.f;
+      for_vecs([&](int vi, const float *x, int nvalid) {
+        const int j0 = vi * NV;
+        float gv[NV];
 #pragma unroll
-      for (int k = 0; k < NV; k++) {
-        if (softcap) {
-          float sech2;
-          const float z = softcap_z(x[k] * s, p.c, inv_c, &sech2);
-          const float d = z - ms;
-          const float e = ex2(d * kLog2e);
-          float dz;
-          if (is_ent) {
-            dz = e != 0.f ? e * ri.gp * (ri.qn - d) : 0.f;
+        for (int k = 0; k < NV; k++) {
+          const float w = (!ENT && weighted && weight && k < nvalid) ? weight[c0 + j0 + k] : 1.f;
+          if (softcap) {
+            float sech2;
+            const float d = softcap_z(x[k], s_over_c, p.c, &sech2) - ms;
+            const float e = ex2(d * kLog2e);
+            if (ENT) gv[k] = (e != 0.f ? e * ri.gp * (ri.qn - d) : 0.f) * (s * sech2);
+            else if (WIDE) gv[k] = (float)(((double)e * ri.ap64 - ri.bw64 * w) * ((double)s * sech2));
+            else gv[k] = fmaf(e, ri.ap, -ri.bw * w) * (s * sech2);
           } else {
-            const float w = (ri.bw != 0.f && weight && k < nvalid) ? weight[c0 + j0 + k] : 1.f;
-            dz = fmaf(e, ri.ap, -ri.bw * w);
-          }
-          gv[k] = dz * (s * sech2);
-        } else {
-          const float d = fmaf(x[k], s, -ms);
-          const float e = ex2(d * kLog2e);
-          if (is_ent) {
-            gv[k] = (e != 0.f ? e * ri.gp * (ri.qn - d) : 0.f) * s;
-          } else {
-            // The chain factor s is folded into aps and bws.
-            const float w = (ri.bw != 0.f && weight && k < nvalid) ? weight[c0 + j0 + k] : 1.f;
-            gv[k] = fmaf(e, aps, -bws * w);
+            const float d = dof(x[k], ms, with_ent);
+            const float e = ex2(d * kLog2e);
+            if (ENT) gv[k] = (e != 0.f ? e * ri.gp * (ri.qn - d) : 0.f) * s;
+            else if (WIDE) gv[k] = (float)(((double)e * ri.ap64 - ri.bw64 * w) * (double)s);
+            else gv[k] = fmaf(e, aps, -bws * w);  // the chain factor s is folded into aps and bws
           }
         }
-      }
-      if ((unsigned)(tloc - j0) < (unsigned)NV) {
+        if ((unsigned)(tloc - j0) < (unsigned)NV) {
 #pragma unroll
-        for (int k = 0; k < NV; k++)
-          if (j0 + k == tloc) gv[k] = ri.dxt;
-      }
-      store_grad<NV>(grow, p.gdtype, c0 + j0, gv, nvalid, galigned);
-    });
+          for (int k = 0; k < NV; k++)
+            if (j0 + k == tloc) gv[k] = ri.dxt;
+        }
+        store_grad<NV>(grow, p.gdtype, c0 + j0, gv, nvalid, galigned);
+      });
+    };
+    if (is_ent) pass3(std::true_type(), std::false_type());
+    else if (ri.wide) pass3(std::false_type(), std::true_type());
+    else pass3(std::false_type(), std::false_type());
   }
   if (db) cp_async_wait<0>();
-  if (pending) cluster_wait();  // our partial stays readable until every CTA has read it
+  if (pending) cluster_wait<CL>();  // our partial stays readable until every CTA has read it
+}
+
+template <typename T, bool RES, bool GEN, bool CL>
+__global__ void __launch_bounds__(kMaxThreads, GEN ? 1 : 3) ce_rows(Params p) {
+#if defined(__CUDA_ARCH__) && !defined(GS_CE_CLUSTERS)
+  // Below sm_90 a cluster kernel is never launched; it is not compiled either.
+  if constexpr (CL) {
+    __trap();
+  } else
+#endif
+  {
+    ce_rows_body<T, RES, GEN, CL>(p);
+  }
 }
 
 // Targets: finds the lowest bad row, and sums D and the non-ignored count in
@@ -730,6 +969,7 @@ __global__ void __launch_bounds__(1024) ce_reduce(const float *rowbuf, int64_t n
                                                   const Ctrl *ctrl, float *out) {
   __shared__ double sa[1024], sb[1024];
   const int tid = threadIdx.x;
+  if (ctrl->report_row >= 0) return;  // a bad target: the call is an error and writes no loss
   double a = 0.0, b = 0.0;
   for (int64_t i = tid; i < n; i += blockDim.x) {
     a += rowbuf[2 * i];
@@ -767,7 +1007,29 @@ struct Tune {
   int grid_cap = 0;      // > 0: at most this many clusters (rows loop inside)
 };
 
+// The plans a call can take, and the paths counted beside them; the names
+// are what gs_ce_cuda_plan_name gives and GRADSPEC_CUDA_PLAN takes (plans
+// only). Cluster plans exist on sm_90 and newer; the others everywhere.
+enum Counter {
+  PLAN_RESIDENT = 0,        // one CTA per row, the row in shared memory
+  PLAN_RESIDENT_CLUSTER,    // K CTAs per row, chunks in shared memory, partials through DSMEM
+  PLAN_RESIDENT_PREFETCH,   // resident, two buffers: persistent CTAs prefetch their next row
+  PLAN_STREAMING,           // one CTA per row, every pass reads global memory
+  PLAN_STREAMING_CLUSTER,   // K CTAs per row, reading global memory
+  kPlanKinds,
+  PATH_GENERAL = kPlanKinds,  // the kernel with softcap, entropy and class weights
+  PATH_SCAN_MULTIBLOCK,       // the target scan ran in more than one block
+  PATH_GRAD_OUTPUT_ROWS,      // a fused forward+backward with a grad_output per row
+  PATH_ROWS_LOOP,             // fewer CTAs (clusters) than rows: each loops over rows
+  kCounters
+};
+const char *const kCounterNames[kCounters] = {
+    "resident", "resident_cluster", "resident_prefetch", "streaming", "streaming_cluster",
+    "general",  "scan_multiblock",  "grad_output_rows",  "rows_loop"};
+constexpr int kPrepRows = 4096;  // target-scan rows per block
+
 struct Plan {
+  int kind;  // Counter, < kPlanKinds
   int k;
   int64_t chunk;
   int threads;
@@ -791,6 +1053,10 @@ struct DevState {
   unsigned nplans = 0;
   bool ready = false;
   int smem_optin = 0;
+  int sms = 0;
+  int major = 0, minor = 0;
+  bool clusters = false;  // sm_90 or newer, and GRADSPEC_CUDA_PORTABLE not set
+  bool portable = false;
   bool pools = false;
   Ctrl *ctrl = nullptr;
   long long *report = nullptr;  // pinned host: row, value
@@ -801,18 +1067,32 @@ Tune g_tune;
 unsigned g_tune_gen = 1;
 DevState g_dev[16];
 char g_last_plan[160];
+std::atomic<long long> g_counts[kCounters];
+int g_force = -1;          // a forced plan (Counter), or -1: the automatic choice
+bool g_env_read = false;   // GRADSPEC_CUDA_PLAN has been read
+char g_env_error[sizeof(((gs_error *)0)->msg)];     // why GRADSPEC_CUDA_PLAN could not be used, or ""
 
-// kernels[dtype][resident][general]; dtype 0 f32, 1 bf16, 2 f16.
+// kernels[dtype][resident][general][cluster]; dtype 0 f32, 1 bf16, 2 f16.
 typedef void (*RowKernel)(Params);
-const RowKernel kernels[3][2][2] = {
-    {{ce_rows<float, false, false>, ce_rows<float, false, true>},
-     {ce_rows<float, true, false>, ce_rows<float, true, true>}},
-    {{ce_rows<__nv_bfloat16, false, false>, ce_rows<__nv_bfloat16, false, true>},
-     {ce_rows<__nv_bfloat16, true, false>, ce_rows<__nv_bfloat16, true, true>}},
-    {{ce_rows<__half, false, false>, ce_rows<__half, false, true>},
-     {ce_rows<__half, true, false>, ce_rows<__half, true, true>}},
-};
+#define GS_CE_KERNELS(T)                                                                        \
+  {                                                                                             \
+    {{ce_rows<T, false, false, false>, ce_rows<T, false, false, true>},                         \
+     {ce_rows<T, false, true, false>, ce_rows<T, false, true, true>}},                          \
+    {                                                                                           \
+      {ce_rows<T, true, false, false>, ce_rows<T, true, false, true>},                          \
+      {ce_rows<T, true, true, false>, ce_rows<T, true, true, true>}                             \
+    }                                                                                           \
+  }
+const RowKernel kernels[3][2][2][2] = {GS_CE_KERNELS(float), GS_CE_KERNELS(__nv_bfloat16),
+                                       GS_CE_KERNELS(__half)};
+#undef GS_CE_KERNELS
 
+bool env_on(const char *name) {
+  const char *v = getenv(name);
+  return v && *v && strcmp(v, "0") != 0;
+}
+
+// Plans with clusters need compute capability 9.0; the others 8.0 (cp.async).
 gs_status init_device(DevState **out, gs_error *err) {
   int dev = 0;
   cudaError_t e = cudaGetDevice(&dev);
@@ -821,26 +1101,36 @@ gs_status init_device(DevState **out, gs_error *err) {
   DevState &d = g_dev[dev];
   *out = &d;
   if (d.ready) return GS_OK;
+  if (gs_cuda_check_capability(err) != GS_OK) return GS_ERR_NO_DEVICE;
   cudaDeviceProp prop;
   e = cudaGetDeviceProperties(&prop, dev);
   if (e != cudaSuccess) return gs_cuda_fail(err, e, "cudaGetDeviceProperties");
-  if (prop.major < 9) {
-    snprintf(err->msg, sizeof err->msg, "%.100s is sm_%d%d: these kernels are built for sm_90 (clusters)",
-             prop.name, prop.major, prop.minor);
-    err->arg = 0;
-    return GS_ERR_NO_DEVICE;
-  }
+  d.major = prop.major;
+  d.minor = prop.minor;
+  d.portable = env_on("GRADSPEC_CUDA_PORTABLE");
+  d.clusters = prop.major >= 9 && !d.portable;
   d.smem_optin = (int)prop.sharedMemPerBlockOptin;
+  d.sms = prop.multiProcessorCount;
   int pools = 0;
   cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, dev);
   d.pools = pools != 0;
-  for (int i = 0; i < 12; i++) {
-    const void *k = (const void *)kernels[i / 4][(i / 2) % 2][i % 2];
+  for (int i = 0; i < 24; i++) {
+    const bool cl = i % 2;
+    const void *k = (const void *)kernels[i / 8][(i / 4) % 2][(i / 2) % 2][cl];
     cudaFuncAttributes fa;
     e = cudaFuncGetAttributes(&fa, k);
+    if (e == cudaErrorNoKernelImageForDevice || e == cudaErrorInvalidDeviceFunction) {
+      snprintf(err->msg, sizeof err->msg,
+               "%.60s (sm_%d%d): this gradspec has no code for it; rebuild with -DCMAKE_CUDA_ARCHITECTURES=%d%d",
+               prop.name, prop.major, prop.minor, prop.major, prop.minor);
+      err->arg = 0;
+      cudaGetLastError();
+      return GS_ERR_NO_DEVICE;
+    }
     if (e == cudaSuccess)
       e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, d.smem_optin - (int)fa.sharedSizeBytes);
-    if (e == cudaSuccess) e = cudaFuncSetAttribute(k, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+    if (e == cudaSuccess && cl && d.clusters)
+      e = cudaFuncSetAttribute(k, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
     if (e != cudaSuccess) return gs_cuda_fail(err, e, "cudaFuncSetAttribute");
   }
   e = cudaMalloc(&d.ctrl, sizeof(Ctrl));
@@ -857,39 +1147,53 @@ gs_status init_device(DevState **out, gs_error *err) {
   return GS_OK;
 }
 
-void cluster_config(cudaLaunchConfig_t &cfg, cudaLaunchAttribute *attr, const Plan &pl, unsigned grid) {
+// A launch of pl: K CTAs per cluster when pl.k > 1, no cluster attribute
+// (plain CTAs, any GPU) when pl.k == 1.
+void launch_config(cudaLaunchConfig_t &cfg, cudaLaunchAttribute *attr, const Plan &pl, unsigned grid) {
   cfg = cudaLaunchConfig_t{};
   cfg.gridDim = dim3(grid);
   cfg.blockDim = dim3(pl.threads);
   cfg.dynamicSmemBytes = pl.smem;
   cfg.stream = 0;
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = pl.k;
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
+  if (pl.k > 1) {
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = pl.k;
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+  }
 }
 
-cudaError_t launch_rows(RowKernel kern, const Plan &pl, Params p) {
+RowKernel kernel_for(int dt, const Plan &pl, bool gen) { return kernels[dt][pl.resident][gen][pl.k > 1]; }
+
+cudaError_t launch_rows(RowKernel kern, const Plan &pl, Params p, int64_t *nclusters) {
   int64_t cap = INT_MAX / pl.k;
   // Double-buffered CTAs are persistent: one wave, each looping over rows.
   if (pl.nbuf == 2 && pl.max_clusters > 0 && pl.max_clusters < cap) cap = pl.max_clusters;
   if (g_tune.grid_cap > 0 && g_tune.grid_cap < cap) cap = g_tune.grid_cap;
-  const int64_t nclusters = p.n < cap ? p.n : cap;
+  *nclusters = p.n < cap ? p.n : cap;
   cudaLaunchConfig_t cfg;
   cudaLaunchAttribute attr[1];
-  cluster_config(cfg, attr, pl, (unsigned)(nclusters * pl.k));
+  launch_config(cfg, attr, pl, (unsigned)(*nclusters * pl.k));
   void *args[1] = {&p};
   return cudaLaunchKernelExC(&cfg, (const void *)kern, args);
 }
 
-int schedulable(RowKernel kern, const Plan &pl) {
-  cudaLaunchConfig_t cfg;
-  cudaLaunchAttribute attr[1];
-  cluster_config(cfg, attr, pl, (unsigned)pl.k);
+// How many clusters (CTAs when pl.k == 1) of pl can be resident at once; 0
+// when none can.
+int schedulable(const DevState &d, RowKernel kern, const Plan &pl) {
   int nc = 0;
-  cudaError_t e = cudaOccupancyMaxActiveClusters(&nc, (const void *)kern, &cfg);
+  cudaError_t e;
+  if (pl.k > 1) {
+    cudaLaunchConfig_t cfg;
+    cudaLaunchAttribute attr[1];
+    launch_config(cfg, attr, pl, (unsigned)pl.k);
+    e = cudaOccupancyMaxActiveClusters(&nc, (const void *)kern, &cfg);
+  } else {
+    e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&nc, (const void *)kern, pl.threads, pl.smem);
+    nc *= d.sms;
+  }
   if (e != cudaSuccess) {
     cudaGetLastError();
     return 0;
@@ -921,14 +1225,67 @@ Plan make_plan(int64_t v, int esize, int vec, bool resident, int64_t k, int nbuf
   pl.nbuf = resident ? nbuf : 1;
   pl.smem = resident ? (size_t)(chunk * esize * pl.nbuf) : 0;
   pl.max_clusters = 0;
+  pl.kind = !resident ? (pl.k > 1 ? PLAN_STREAMING_CLUSTER : PLAN_STREAMING)
+            : pl.nbuf == 2 ? PLAN_RESIDENT_PREFETCH
+            : pl.k > 1     ? PLAN_RESIDENT_CLUSTER
+                           : PLAN_RESIDENT;
   return pl;
 }
 
+const char *dtype_name(int dt) { return dt == 0 ? "f32" : dt == 1 ? "bf16" : "f16"; }
+
+// The plan forced by GRADSPEC_CUDA_PLAN or gs_ce_cuda_force_plan, for
+// specs that reach every plan on small inputs: clusters of up to 4 CTAs,
+// one CTA otherwise. A plan the device or the row cannot take is an error,
+// never another plan in silence.
+gs_status forced_plan(const DevState &d, int dt, bool gen, int64_t v, Plan *out, gs_error *err) {
+  const int esize = dt == 0 ? 4 : 2, vec = 16 / esize;
+  const int f = g_force;
+  const char *name = kCounterNames[f];
+  const bool cl = f == PLAN_RESIDENT_CLUSTER || f == PLAN_STREAMING_CLUSTER;
+  const bool res = f != PLAN_STREAMING && f != PLAN_STREAMING_CLUSTER;
+  err->arg = 0;
+  if (cl && !d.clusters) {
+    snprintf(err->msg, sizeof err->msg, "CUDA plan %s needs thread-block clusters, %s", name,
+             d.portable ? "which GRADSPEC_CUDA_PORTABLE=1 turns off"
+                        : "which need a GPU of compute capability 9.0 or newer");
+    return GS_ERR_ARG;
+  }
+  const int64_t nvec = (v + vec - 1) / vec;
+  int64_t k = 1;
+  if (cl) k = nvec < 4 ? nvec : 4;
+  Plan pl = make_plan(v, esize, vec, res, k, f == PLAN_RESIDENT_PREFETCH ? 2 : 1);
+  if (!res && g_tune.threads == 0) pl.threads = kMaxThreads;
+  if (cl && pl.k < 2) {
+    snprintf(err->msg, sizeof err->msg, "CUDA plan %s splits a row in chunks of %d %s columns: V = %lld is too narrow",
+             name, vec, dtype_name(dt), (long long)v);
+    return GS_ERR_ARG;
+  }
+  if (res && pl.smem + 512 > (size_t)d.smem_optin) {
+    snprintf(err->msg, sizeof err->msg,
+             "CUDA plan %s: a chunk of %zu bytes (V = %lld %s) does not fit in the %d bytes of shared memory", name,
+             pl.smem, (long long)v, dtype_name(dt), d.smem_optin);
+    return GS_ERR_ARG;
+  }
+  pl.max_clusters = schedulable(d, kernels[dt][res][gen][cl], pl);
+  if (pl.max_clusters == 0) {
+    snprintf(err->msg, sizeof err->msg, "CUDA plan %s (K = %d, %zu bytes of shared memory) cannot be scheduled here",
+             name, pl.k, pl.smem);
+    return GS_ERR_ARG;
+  }
+  *out = pl;
+  return GS_OK;
+}
+
+// The automatic plan. Without clusters (below sm_90, or
+// GRADSPEC_CUDA_PORTABLE=1) every plan has one CTA per row: resident where
+// the row fits in shared memory, streaming otherwise.
 Plan choose_plan(const DevState &d, int dt, bool gen, int64_t v) {
   const int esize = dt == 0 ? 4 : 2, vec = 16 / esize;
   const int64_t rowbytes = v * esize;
   int max_k = g_tune.max_cluster > 0 ? g_tune.max_cluster : kAutoMaxCluster;
   if (max_k > 16) max_k = 16;
+  if (!d.clusters) max_k = 1;
   auto first_k = [&](int64_t target) {
     int64_t k = (rowbytes + target - 1) / target;
     return k < 1 ? (int64_t)1 : k > max_k ? (int64_t)max_k : k;
@@ -941,7 +1298,7 @@ Plan choose_plan(const DevState &d, int dt, bool gen, int64_t v) {
     auto try_k = [&](int64_t k, Plan *out) {
       Plan pl = make_plan(v, esize, vec, true, k, nbuf);
       if (pl.smem + 512 > (size_t)d.smem_optin) return false;
-      pl.max_clusters = schedulable(kernels[dt][1][gen], pl);
+      pl.max_clusters = schedulable(d, kernel_for(dt, pl, gen), pl);
       *out = pl;
       return pl.max_clusters > 0;
     };
@@ -957,11 +1314,34 @@ Plan choose_plan(const DevState &d, int dt, bool gen, int64_t v) {
   const int64_t st = g_tune.mode == 2 && g_tune.chunk_bytes > 0 ? g_tune.chunk_bytes : 256 * 1024;
   Plan pl = make_plan(v, esize, vec, false, first_k(st));
   if (g_tune.threads == 0) pl.threads = kMaxThreads;
-  if (pl.k > 8 && !schedulable(kernels[dt][0][gen], pl)) {
+  if (pl.k > 8 && !schedulable(d, kernel_for(dt, pl, gen), pl)) {
     pl = make_plan(v, esize, vec, false, 8);
     if (g_tune.threads == 0) pl.threads = kMaxThreads;
   }
   return pl;
+}
+
+// Looks a plan up by name: its Counter, -1 for "auto", -2 when unknown
+// (with the known names in err).
+int plan_by_name(const char *name, const char *who, gs_error *err) {
+  if (!name || !*name || strcmp(name, "auto") == 0) return -1;
+  for (int i = 0; i < kPlanKinds; i++)
+    if (strcmp(name, kCounterNames[i]) == 0) return i;
+  err->arg = 0;
+  snprintf(err->msg, sizeof err->msg, "%s: \"%.60s\" is not a CUDA plan (auto, resident, resident_cluster, "
+           "resident_prefetch, streaming, streaming_cluster)", who, name);
+  return -2;
+}
+
+void read_env_plan() {
+  if (g_env_read) return;
+  g_env_read = true;
+  const char *v = getenv("GRADSPEC_CUDA_PLAN");
+  gs_error e;
+  memset(&e, 0, sizeof e);
+  const int f = plan_by_name(v, "GRADSPEC_CUDA_PLAN", &e);
+  if (f == -2) memcpy(g_env_error, e.msg, sizeof g_env_error);
+  else g_force = f;
 }
 
 gs_status finish(cudaError_t e, gs_error *err, const char *what) {
@@ -973,6 +1353,12 @@ gs_status run(const gs_ce_args *a, Op op, int backward, gs_error *err) {
   gs_status st = gs_ce_check_args(a, (gs_ce_op)op, backward, 0, err);
   if (st != GS_OK) return st;
   std::lock_guard<std::mutex> lock(g_mu);
+  read_env_plan();
+  if (g_env_error[0]) {
+    err->arg = 0;
+    memcpy(err->msg, g_env_error, sizeof g_env_error);
+    return GS_ERR_ARG;
+  }
   DevState *d = nullptr;
   st = init_device(&d, err);
   if (st != GS_OK) return st;
@@ -1025,37 +1411,15 @@ gs_status run(const gs_ce_args *a, Op op, int backward, gs_error *err) {
   }
   p.ctrl = d->ctrl;
 
-  float *rowbuf = nullptr;
-  const size_t rowbytes = reduced ? (size_t)n * 2 * sizeof(float) : 0;
-  if (reduced) {
-    e = d->pools ? cudaMallocAsync((void **)&rowbuf, rowbytes, 0) : cudaMalloc((void **)&rowbuf, rowbytes);
-    if (e != cudaSuccess) return gs_cuda_fail(err, e, "scratch for the per-row losses");
-    gs_cuda_account((long long)rowbytes);
-    p.rowbuf = rowbuf;
-  }
-
-  const bool prep = op != OP_ENT;
-  if (prep) {
-    PrepParams pp;
-    pp.target = a->target;
-    pp.tgt64 = p.tgt64;
-    pp.ignore = a->ignore_index;
-    pp.n = n;
-    pp.v = a->v;
-    pp.weight = p.weight;
-    pp.ctrl = d->ctrl;
-    int64_t blocks = (n + 4095) / 4096;
-    if (blocks > kPrepBlocks) blocks = kPrepBlocks;
-    ce_prep<<<(unsigned)blocks, 256>>>(pp);
-    e = cudaGetLastError();
-  } else {
-    e = cudaSuccess;
-  }
-
+  // The plan, before anything runs: a forced plan the device or the row
+  // cannot take is an error that leaves every output untouched.
+  const int dt = a->logits_dtype == GS_F32 ? 0 : a->logits_dtype == GS_BF16 ? 1 : 2;
+  const bool gen = p.softcap || op == OP_ENT || p.weight;
   Plan pl = {};
-  if (e == cudaSuccess) {
-    const int dt = a->logits_dtype == GS_F32 ? 0 : a->logits_dtype == GS_BF16 ? 1 : 2;
-    const bool gen = p.softcap || op == OP_ENT || p.weight;
+  if (g_force >= 0) {
+    st = forced_plan(*d, dt, gen, a->v, &pl, err);
+    if (st != GS_OK) return st;
+  } else {
     const int key = dt * 2 + gen;
     bool found = false;
     for (unsigned i = 0; i < d->nplans && i < 32; i++) {
@@ -1070,12 +1434,51 @@ gs_status run(const gs_ce_args *a, Op op, int backward, gs_error *err) {
       pl = choose_plan(*d, dt, gen, a->v);
       d->plans[d->nplans++ % 32] = PlanCache{key, a->v, g_tune_gen, pl};
     }
-    p.chunk = pl.chunk;
-    p.nbuf = pl.nbuf;
-    snprintf(g_last_plan, sizeof g_last_plan, "%s%s K=%d chunk=%lld threads=%d smem=%zu%s",
-             pl.resident ? (pl.nbuf == 2 ? "resident2" : "resident") : "streaming", gen ? "/general" : "", pl.k,
-             (long long)pl.chunk, pl.threads, pl.smem, g_tune.grid_cap > 0 ? " capped" : "");
-    e = launch_rows(kernels[dt][pl.resident][gen], pl, p);
+  }
+  p.chunk = pl.chunk;
+  p.nbuf = pl.nbuf;
+
+  float *rowbuf = nullptr;
+  const size_t rowbytes = reduced ? (size_t)n * 2 * sizeof(float) : 0;
+  if (reduced) {
+    e = d->pools ? cudaMallocAsync((void **)&rowbuf, rowbytes, 0) : cudaMalloc((void **)&rowbuf, rowbytes);
+    if (e != cudaSuccess) return gs_cuda_fail(err, e, "scratch for the per-row losses");
+    gs_cuda_account((long long)rowbytes);
+    p.rowbuf = rowbuf;
+  }
+
+  const bool prep = op != OP_ENT;
+  int64_t prep_blocks = 0;
+  if (prep) {
+    PrepParams pp;
+    pp.target = a->target;
+    pp.tgt64 = p.tgt64;
+    pp.ignore = a->ignore_index;
+    pp.n = n;
+    pp.v = a->v;
+    pp.weight = p.weight;
+    pp.ctrl = d->ctrl;
+    prep_blocks = (n + kPrepRows - 1) / kPrepRows;
+    if (prep_blocks > kPrepBlocks) prep_blocks = kPrepBlocks;
+    ce_prep<<<(unsigned)prep_blocks, 256>>>(pp);
+    e = cudaGetLastError();
+  } else {
+    e = cudaSuccess;
+  }
+
+  int64_t nclusters = 0;
+  if (e == cudaSuccess) {
+    snprintf(g_last_plan, sizeof g_last_plan, "%s%s K=%d chunk=%lld threads=%d smem=%zu%s%s",
+             kCounterNames[pl.kind], gen ? "/general" : "", pl.k, (long long)pl.chunk, pl.threads, pl.smem,
+             g_tune.grid_cap > 0 ? " capped" : "", g_force >= 0 ? " forced" : "");
+    e = launch_rows(kernel_for(dt, pl, gen), pl, p, &nclusters);
+  }
+  if (e == cudaSuccess) {
+    g_counts[pl.kind]++;
+    if (gen) g_counts[PATH_GENERAL]++;
+    if (prep_blocks > 1) g_counts[PATH_SCAN_MULTIBLOCK]++;
+    if (!backward && p.grad && p.go_per_row) g_counts[PATH_GRAD_OUTPUT_ROWS]++;
+    if (nclusters < n) g_counts[PATH_ROWS_LOOP]++;
   }
   if (e == cudaSuccess && reduced) {
     ce_reduce<<<1, 1024>>>(rowbuf, n, a->reduction == GS_REDUCE_MEAN, p.lam != 0.f, d->ctrl, (float *)a->loss);
@@ -1122,5 +1525,37 @@ void gs_ce_cuda_tune(int mode, int chunk_bytes, int max_cluster, int threads, in
 }
 
 const char *gs_ce_cuda_last_plan(void) { return g_last_plan; }
+
+const char *gs_ce_cuda_plan_name(int i) { return i >= 0 && i < kCounters ? kCounterNames[i] : nullptr; }
+
+long long gs_ce_cuda_plan_count(int i) { return i >= 0 && i < kCounters ? g_counts[i].load() : 0; }
+
+void gs_ce_cuda_reset_plan_counts(void) {
+  for (int i = 0; i < kCounters; i++) g_counts[i] = 0;
+}
+
+gs_status gs_ce_cuda_force_plan(const char *name, gs_error *err) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  read_env_plan();
+  const int f = plan_by_name(name, "gs.cuda.force_plan", err);
+  if (f == -2) return GS_ERR_ARG;
+  g_force = f;
+  g_env_error[0] = 0;  // an explicit choice replaces a bad GRADSPEC_CUDA_PLAN
+  g_tune_gen++;
+  return GS_OK;
+}
+
+const char *gs_ce_cuda_forced_plan(void) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  read_env_plan();
+  return g_force >= 0 ? kCounterNames[g_force] : "auto";
+}
+
+int gs_ce_cuda_clusters(gs_error *err) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  DevState *d = nullptr;
+  if (init_device(&d, err) != GS_OK) return -1;
+  return d->clusters ? 1 : 0;
+}
 
 }  // extern "C"

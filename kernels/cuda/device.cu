@@ -4,6 +4,8 @@
 
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <unordered_map>
 
@@ -59,6 +61,40 @@ gs_status gs_cuda_fail(gs_error *err, cudaError_t e, const char *what) {
 
 int gs_cuda_built(void) { return 1; }
 
+// Checked once per process: the capability does not change, and the device
+// count and every allocation ask.
+gs_status gs_cuda_check_capability(gs_error *err) {
+  static std::mutex mu;
+  static int state = 0;  // 0 unchecked, 1 usable, 2 too old
+  static char why[sizeof(((gs_error *)0)->msg)];
+  std::lock_guard<std::mutex> lock(mu);
+  if (state == 0) {
+    int dev = 0;
+    cudaDeviceProp p;
+    cudaError_t e = cudaGetDevice(&dev);
+    if (e == cudaSuccess) e = cudaGetDeviceProperties(&p, dev);
+    if (e != cudaSuccess) return gs_cuda_fail(err, e, "cudaGetDeviceProperties");
+    int major = p.major, minor = p.minor;
+    const char *pretend = getenv("GRADSPEC_CUDA_PRETEND_CC");
+    if (pretend && *pretend) sscanf(pretend, "%d.%d", &major, &minor);
+    if (major < 8) {
+      snprintf(why, sizeof why,
+               "%.60s (device %d) has compute capability %d.%d: gradspec's CUDA kernels need 8.0 or newer "
+               "(A100, L4, RTX 30xx and later)",
+               p.name, dev, major, minor);
+      state = 2;
+    } else {
+      state = 1;
+    }
+  }
+  if (state == 1) return GS_OK;
+  if (err) {
+    err->arg = 0;
+    memcpy(err->msg, why, sizeof why);
+  }
+  return GS_ERR_NO_DEVICE;
+}
+
 // Why cudaGetDeviceCount found nothing, in plain words, for the message
 // that starts "no CUDA device found". An insufficient-driver error is what
 // the runtime reports when no NVIDIA driver is loaded at all (a machine
@@ -91,6 +127,7 @@ int gs_cuda_device_count(gs_error *err) {
     }
     return 0;
   }
+  if (gs_cuda_check_capability(err) != GS_OK) return 0;
   return n;
 }
 
@@ -114,6 +151,7 @@ gs_status gs_cuda_describe(char *buf, size_t len, gs_error *err) {
 gs_status gs_cuda_malloc(void **ptr, size_t bytes, gs_error *err) {
   *ptr = 0;
   if (bytes == 0) return GS_OK;
+  if (gs_cuda_check_capability(err) != GS_OK) return GS_ERR_NO_DEVICE;
   cudaError_t e = cudaMalloc(ptr, bytes);
   if (e != cudaSuccess) {
     *ptr = 0;

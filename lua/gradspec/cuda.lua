@@ -644,4 +644,7 @@ end
 -- True once an error has left the CUDA context unusable.
 function M.context_lost() return C.gs_cu_context_lost() ~= 0 end
 
+-- The built-in cross-entropy kernels' plans: gs.cuda.plan_counts(), force_plan(), ...
+for k, f in pairs(require("gradspec.cuda_plans")) do M[k] = f end
+
 return M

@@ -1,0 +1,198 @@
+-- Every plan of the CUDA cross-entropy kernels is reached and agrees with
+-- the reference. Plans are forced on small inputs (gs.cuda.force_plan, as
+-- GRADSPEC_CUDA_PLAN does), so that wide-row plans run in milliseconds; the
+-- automatic choice is checked at the sizes that select each plan; the paths
+-- beside the plans (the general kernel, the multi-block target scan, the
+-- fused forward with a grad_output per row, CTAs looping over rows) are
+-- counted too. Cluster plans exist where gs.cuda.clusters() is true (sm_90
+-- and newer, GRADSPEC_CUDA_PORTABLE unset); elsewhere forcing one is an
+-- error, and the automatic choice never takes one.
+local process = require("gradspec.process")
+
+local function i64(values) return gs.tensor(values, { dtype = "i64" }) end
+
+local PLANS = { "resident", "resident_cluster", "resident_prefetch", "streaming", "streaming_cluster" }
+local CLUSTER = { resident_cluster = true, streaming_cluster = true }
+
+local function clusters() return gs.cuda_available() and gs.cuda.clusters() end
+
+-- n rows of v logits (row stride v + 3) with a target in the last class, one
+-- ignored row and a target in the first class.
+local function inputs(n, v, dtype, seed)
+  local x = gs.randn({ n, v }, { seed = seed, std = 3, dtype = dtype, stride = v + 3 })
+  local t = gs.randint(0, v, { n }, { seed = seed + 1 })
+  t:set(0, v - 1)
+  if n > 2 then t:set(1, -100) end
+  if n > 3 then t:set(2, 0) end
+  return x, t
+end
+
+local CUDA = { backends = { "cuda" } }
+
+-- The family through the plan in force, against the reference: the fused
+-- forward+backward and the backward of cross entropy (hot and general
+-- kernels), log_probs and entropy. Returns the number of calls made.
+local function family_agrees(x, t)
+  local n = x:shape()[1]
+  local g = gs.randn({ n }, { seed = 5 })
+  local ce = { logits = x, target = t }
+  assert.backends_agree("cross_entropy", ce, { grad = true, label_smoothing = 0.1, lse_square_scale = 1e-3 }, CUDA)
+  assert.backends_agree("cross_entropy_backward", { logits = x, target = t, grad_output = g },
+    { reduction = "none", softcap = 5, logit_scale = 1.5, weight = gs.rand({ x:shape()[2] }, { seed = 6, low = 0.5, high = 2 }) }, CUDA)
+  assert.backends_agree("log_probs", ce, {}, CUDA)
+  assert.backends_agree("entropy_backward", { logits = x, grad_output = g }, { softcap = 5 }, CUDA)
+  return 4
+end
+
+-- Counters after fn, from zero.
+local function counted(fn)
+  gs.cuda.reset_plan_counts()
+  fn()
+  return gs.cuda.plan_counts()
+end
+
+describe("cuda plans, forced on small inputs", { tags = { "cuda" } }, function()
+  after_each(function() gs.cuda.force_plan(nil) end)
+
+  for _, plan in ipairs(PLANS) do
+    for _, dtype in ipairs({ "f32", "bf16", "f16" }) do
+      it(plan .. ", " .. dtype .. ": taken by every call, and agrees with the reference", function()
+        skip_if(CLUSTER[plan] and not clusters(), plan .. " needs thread-block clusters (sm_90+, GRADSPEC_CUDA_PORTABLE unset)")
+        gs.cuda.force_plan(plan)
+        assert.equal(gs.cuda.forced_plan(), plan)
+        local x, t = inputs(7, 1003, dtype, 40)
+        local calls = 0
+        local counts = counted(function() calls = family_agrees(x, t) end)
+        assert.is_true(counts[plan] >= calls, string.format("%s taken by each of the %d calls: %d", plan, calls, counts[plan]))
+        for _, other in ipairs(PLANS) do
+          if other ~= plan then assert.equal(counts[other], 0, other .. " not taken while " .. plan .. " is forced") end
+        end
+        assert.is_true(counts.general >= 2, "the general kernel ran (softcap, weights, entropy)")
+      end)
+    end
+  end
+
+  it("a cluster plan on a row too narrow to split is an error that overwrites nothing", function()
+    skip_if(not clusters(), "needs thread-block clusters")
+    gs.cuda.force_plan("resident_cluster")
+    local x = gs.randn({ 2, 4 }, { seed = 9 })
+    local dx = x:to("cuda")
+    assert.error(function() gs.cross_entropy(dx, i64({ 0, 1 }):to("cuda"), { grad = true, inplace = true }) end,
+      "V = 4 is too narrow")
+    assert.close(dx:to("cpu"), x, { rtol = 0, atol = 0 })
+  end)
+
+  it("an unknown plan is an error that lists the plans; nil and auto free the choice", function()
+    skip_if(not gs.cuda_available(), "needs a CUDA device")
+    assert.error(function() gs.cuda.force_plan("fast") end,
+      '"fast" is not a CUDA plan (auto, resident, resident_cluster, resident_prefetch, streaming, streaming_cluster)')
+    assert.error(function() gs.cuda.force_plan(3) end, "name is a number")
+    gs.cuda.force_plan("streaming")
+    gs.cuda.force_plan("auto")
+    assert.equal(gs.cuda.forced_plan(), "auto")
+  end)
+end)
+
+describe("cuda paths beside the plans", { tags = { "cuda" } }, function()
+  after_each(function() gs.cuda.force_plan(nil) end)
+
+  it("over 4096 rows the target scan runs in several blocks, and finds a bad target in any of them", function()
+    local x, t = inputs(9000, 8, "f32", 50)
+    local counts = counted(function()
+      assert.backends_agree("cross_entropy", { logits = x, target = t }, { grad = true }, CUDA)
+    end)
+    assert.is_true(counts.scan_multiblock >= 1, "scan_multiblock reached")
+    t:set(8500, 8)
+    assert.error(function() gs.cross_entropy(x:to("cuda"), t:to("cuda")) end, "target[8500] = 8 is outside [0, 8)")
+  end)
+
+  it("the fused forward+backward with a grad_output per row", function()
+    local x, t = inputs(33, 700, "bf16", 60)
+    local g = gs.randn({ 33 }, { seed = 61 })
+    local counts = counted(function()
+      assert.backends_agree("cross_entropy", { logits = x, target = t },
+        { grad = true, reduction = "none", grad_output = g, label_smoothing = 0.05 }, CUDA)
+    end)
+    assert.is_true(counts.grad_output_rows >= 1, "grad_output_rows reached")
+  end)
+
+  it("persistent CTAs loop over more rows than they are (resident_prefetch)", function()
+    gs.cuda.force_plan("resident_prefetch")
+    local x, t = inputs(9000, 40, "f32", 70)
+    local counts = counted(function()
+      assert.backends_agree("cross_entropy", { logits = x, target = t }, { grad = true, reduction = "sum" }, CUDA)
+    end)
+    assert.is_true(counts.resident_prefetch >= 1 and counts.rows_loop >= 1, "resident_prefetch with rows_loop reached")
+  end)
+end)
+
+describe("cuda plans chosen automatically", { tags = { "cuda" } }, function()
+  -- What each size selects: with clusters, a 64 KB chunk per CTA, up to 16
+  -- CTAs a row, streaming past what 16 CTAs hold; without, one CTA a row,
+  -- resident while the row fits in shared memory.
+  local SIZES = {
+    { n = 4, v = 1003, dtype = "f32", with = "resident", without = "resident" },
+    { n = 2, v = 128256, dtype = "bf16", with = "resident_cluster", without = "streaming" },
+    { n = 2, v = 1000003, dtype = "f32", with = "streaming_cluster", without = "streaming" },
+  }
+  for _, s in ipairs(SIZES) do
+    it(string.format("%dx%d %s", s.n, s.v, s.dtype), function()
+      local plan = clusters() and s.with or s.without
+      local x, t = inputs(s.n, s.v, s.dtype, 80)
+      local counts = counted(function()
+        assert.backends_agree("cross_entropy", { logits = x, target = t }, { grad = true, label_smoothing = 0.1 }, CUDA)
+      end)
+      assert.is_true(counts[plan] >= 1, string.format("%s expected %s; counts: resident %d, resident_cluster %d, streaming %d, streaming_cluster %d",
+        clusters() and "with clusters" or "without clusters", plan, counts.resident, counts.resident_cluster,
+        counts.streaming, counts.streaming_cluster))
+      if not clusters() then assert.equal(counts.resident_cluster + counts.streaming_cluster, 0) end
+    end)
+  end
+end)
+
+describe("cuda device checks", { tags = { "cuda" } }, function()
+  local function gradspec_e(env, code)
+    return process.run(env .. " " .. process.quote(process.self_exe()) .. " -e " .. process.quote(code) .. " 2>&1")
+  end
+
+  it("GRADSPEC_CUDA_PORTABLE=1: no cluster plan, by choice or by force", function()
+    local out, code = gradspec_e("GRADSPEC_CUDA_PORTABLE=1", [[
+      print("clusters " .. tostring(gs.cuda.clusters()))
+      local x = gs.randn({ 2, 1000003 }, { device = "cuda" })
+      local t = gs.tensor({ 0, 5 }, { dtype = "i64", device = "cuda" })
+      gs.cross_entropy(x, t)
+      local c = gs.cuda.plan_counts()
+      print("streaming " .. c.streaming .. " streaming_cluster " .. c.streaming_cluster)
+      gs.cuda.force_plan("streaming_cluster")
+      print(select(2, pcall(gs.cross_entropy, x, t)))
+    ]])
+    assert.equal(code, 0, out)
+    assert.is_true(out:find("clusters false", 1, true) ~= nil, out)
+    assert.is_true(out:find("streaming 1 streaming_cluster 0", 1, true) ~= nil, out)
+    assert.is_true(out:find("streaming_cluster needs thread-block clusters, which GRADSPEC_CUDA_PORTABLE=1 turns off", 1, true) ~= nil, out)
+  end)
+
+  it("GRADSPEC_CUDA_PLAN names the plan from the start; a bad name is an error at the first call", function()
+    local out, code = gradspec_e("GRADSPEC_CUDA_PLAN=streaming", [[
+      print("forced " .. gs.cuda.forced_plan())
+      gs.cross_entropy(gs.randn({ 2, 50 }, { device = "cuda" }), gs.tensor({ 0, 5 }, { dtype = "i64", device = "cuda" }))
+      print("streaming " .. gs.cuda.plan_counts().streaming)
+    ]])
+    assert.equal(code, 0, out)
+    assert.is_true(out:find("forced streaming\nstreaming 1", 1, true) ~= nil, out)
+    out = gradspec_e("GRADSPEC_CUDA_PLAN=quick", [[
+      print(select(2, pcall(gs.cross_entropy, gs.randn({ 2, 50 }, { device = "cuda" }), gs.tensor({ 0, 5 }, { dtype = "i64", device = "cuda" }))))
+    ]])
+    assert.is_true(out:find('GRADSPEC_CUDA_PLAN: "quick" is not a CUDA plan', 1, true) ~= nil, out)
+  end)
+
+  it("a device below compute capability 8.0 is a clear error naming it, not a crash", function()
+    local out, code = gradspec_e("GRADSPEC_CUDA_PRETEND_CC=7.5", [[
+      print("available " .. tostring(gs.cuda_available()))
+      print(select(2, pcall(gs.zeros, { 2, 2 }, { device = "cuda" })))
+    ]])
+    assert.equal(code, 0, out)
+    assert.is_true(out:find("available false", 1, true) ~= nil, out)
+    assert.is_true(out:find("has compute capability 7.5: gradspec's CUDA kernels need 8.0 or newer", 1, true) ~= nil, out)
+  end)
+end)
