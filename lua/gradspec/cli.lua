@@ -84,8 +84,8 @@ local function run_usage_error(msg)
 end
 
 local RUN_FLAGS = { "--filter", "--tags", "--exclude-tags", "--seed", "--list", "--list-files", "--output", "--junit",
-  "--json", "--html", "--html-all", "--repeat", "--shuffle", "--shuffle-seed", "--list-slowest", "-v", "--verbose", "--no-isolate", "-j",
-  "--jobs", "--shard", "--timings", "--save-timings", "--timeout", "--strict-outputs", "--fail-fast",
+  "--json", "--html", "--html-all", "--repeat", "--shuffle", "--shuffle-seed", "--list-slowest", "-v", "--verbose",
+  "--no-isolate", "-j", "--jobs", "--shard", "--timings", "--save-timings", "--timeout", "--strict-outputs", "--fail-fast",
   "--fail-if-nothing-ran", "--load", "-h", "--help" }
 
 local function split_set(s)
