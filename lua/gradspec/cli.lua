@@ -85,8 +85,8 @@ end
 
 local RUN_FLAGS = { "--filter", "--tags", "--exclude-tags", "--seed", "--list", "--list-files", "--output", "--junit",
   "--json", "--html", "--html-all", "--repeat", "--shuffle", "--shuffle-seed", "--list-slowest", "-v", "--verbose",
-  "--no-isolate", "-j", "--jobs", "--shard", "--timings", "--save-timings", "--timeout", "--strict-outputs", "--fail-fast",
-  "--fail-if-nothing-ran", "--load", "-h", "--help" }
+  "--no-isolate", "-j", "--jobs", "--shard", "--timings", "--save-timings", "--timeout", "--strict-outputs",
+  "--fail-fast", "--fail-if-nothing-ran", "--load", "-h", "--help" }
 
 local function split_set(s)
   local set = {}
