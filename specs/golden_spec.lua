@@ -273,6 +273,12 @@ local function check_linear(case, backend, dtype, tol, expected)
   close_grad("dh", aux.dh, get("dh"), tol)
   close_grad("dW", aux.dW, get("dW"), tol)
   if has(case, "bias") then close_grad("db", aux.db, get("db"), tol) end
+  local go = o.grad_output
+  o.grad, o.grad_output = nil, nil
+  local dh, dW, db = gs.linear_cross_entropy_backward(h, W, load(case, "target"):to(device), go, o)
+  close_grad("backward dh", dh, get("dh"), tol)
+  close_grad("backward dW", dW, get("dW"), tol)
+  if has(case, "bias") then close_grad("backward db", db, get("db"), tol) end
 end
 
 -- Backends and the logits dtypes each is checked with.
