@@ -21,7 +21,8 @@ local cases = {
         x:set(i, CHUNK + 1, 20)
         x:set(i, 2 * CHUNK + 3, 30)
       end
-      return x, i64({ 0, CHUNK + 7, 2 * CHUNK + 36, 5 }), {}
+      -- targets on both sides of a chunk boundary and in the last, partial chunk
+      return x, i64({ CHUNK - 1, CHUNK, 2 * CHUNK + 36, 5 }), {}
     end },
   { name = "a logit 100 above the first one: the fused chunk is redone",
     paths = { "fused_redo", "loaded_chunk" },
@@ -95,6 +96,20 @@ describe("cpu kernel code paths", function()
       end
     end)
   end
+
+  it("threads split the rows, not the result: 1 and 2 threads give the same bits", function()
+    local x, t = rows(64, 4096, 2, 14), gs.randint(0, 4096, { 64 }, { seed = 15 })
+    local out = {}
+    for _, n in ipairs({ 1, 2 }) do
+      gs.cpu_paths_reset()
+      local loss, aux = gs.cross_entropy(x, t, { backend = "cpu", grad = true, reduction = "sum", threads = n })
+      out[n] = { loss = loss, grad = aux.grad, threads = gs.cpu_paths().threads }
+    end
+    assert.equal(out[1].threads, 0, "threads = 1 runs one worker")
+    assert.equal(out[2].threads, 1, "threads = 2 runs more than one")
+    assert.equal(out[2].loss, out[1].loss)
+    assert.equal(out[2].grad, out[1].grad)
+  end)
 
   it("the cases name every path the kernel counts", function()
     local named = {}
