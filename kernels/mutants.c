@@ -2,7 +2,8 @@
 
 int gs_active_mutant = GS_MUT_NONE;
 
-static const struct { const char *name, *what; } mutants[GS_MUT_COUNT] = {
+/* where: the backends whose kernels hold the mutant (NULL: ref and cpu) */
+static const struct { const char *name, *what, *where; } mutants[GS_MUT_COUNT] = {
   [GS_MUT_NONE] = {"none", "the kernels as written"},
   [GS_MUT_GRAD_SIGN] = {"grad_sign", "gradient sign flipped"},
   [GS_MUT_SOFTCAP_CHAIN] = {"softcap_chain", "softcap chain-rule term dropped in backward"},
@@ -27,9 +28,16 @@ static const struct { const char *name, *what; } mutants[GS_MUT_COUNT] = {
   [GS_MUT_SMOOTH_TARGET_WEIGHT] = {"smooth_target_weight", "label smoothing weighted by the target's weight, not each class's"},
   [GS_MUT_CAP_BEFORE_SCALE] = {"cap_before_scale", "softcap applied before logit_scale"},
   [GS_MUT_GRAD_OUTPUT_ROW0] = {"grad_output_row0", "per-row grad_output: every row takes row 0's value"},
+  [GS_MUT_PASS2_F64_UNWEIGHTED] = {"pass2_f64_unweighted", "gradient chunks written in f64 drop the class weights", "cpu"},
+  [GS_MUT_STREAM_TAIL] = {"stream_tail", "streaming stores leave a row's last partial vector unwritten", "cpu"},
+  [GS_MUT_REDO_STALE_E] = {"redo_stale_e", "a redone chunk leaves pass 2 the terms of its first attempt", "cpu"},
 };
 
 void gs_mutant_set(int id) { gs_active_mutant = (id > 0 && id < GS_MUT_COUNT) ? id : GS_MUT_NONE; }
 int gs_mutant_get(void) { return gs_active_mutant; }
 const char *gs_mutant_name(int id) { return (id >= 0 && id < GS_MUT_COUNT) ? mutants[id].name : 0; }
 const char *gs_mutant_describe(int id) { return (id >= 0 && id < GS_MUT_COUNT) ? mutants[id].what : 0; }
+const char *gs_mutant_backends(int id) {
+  if (id < 0 || id >= GS_MUT_COUNT) return 0;
+  return mutants[id].where ? mutants[id].where : "ref,cpu";
+}

@@ -39,13 +39,19 @@ typedef enum {
   GS_MUT_SMOOTH_TARGET_WEIGHT = 21, /* smoothing weighted by w_t, not w_j: w_t sum_j (lse - z_j) */
   GS_MUT_CAP_BEFORE_SCALE = 22,     /* z = s c tanh(x / c): the softcap before logit_scale */
   GS_MUT_GRAD_OUTPUT_ROW0 = 23,     /* per-row grad_output: every row takes row 0's value */
-  GS_MUT_COUNT = 24
+  /* bugs on one path of the fast CPU kernel alone (cpu_paths_spec reaches each) */
+  GS_MUT_PASS2_F64_UNWEIGHTED = 24, /* gradient chunks written in f64 drop the class weights */
+  GS_MUT_STREAM_TAIL = 25,          /* streaming stores leave a row's last partial vector unwritten */
+  GS_MUT_REDO_STALE_E = 26,         /* a redone chunk leaves pass 2 the terms of its first attempt */
+  GS_MUT_COUNT = 27
 } gs_mutant_id;
 
 void gs_mutant_set(int id);
 int gs_mutant_get(void);
 const char *gs_mutant_name(int id);
 const char *gs_mutant_describe(int id);
+/* The backends whose kernels hold mutant id, e.g. "ref,cpu" (NULL: no such id). */
+const char *gs_mutant_backends(int id);
 
 #ifndef GS_FFI
 #ifdef GS_WITH_MUTANTS

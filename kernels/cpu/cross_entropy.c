@@ -600,7 +600,7 @@ ALWAYS_INLINE float fused_chunk_dt(const char *row, int64_t j0, int64_t n, float
   if (j < n) {
     vf zz = drop_target(transform_tail(row, j0 + j, n - j, mul, c, dt, mode), j, tl, zt);
     fused_step(zz, vref, keep_e ? e + j : NULL, keep_e, &mx, &acc);
-    if (with_pc) vstore_g_part(pg, dt, pj0 + j, pc_grad(pe + j, k1, k2, with_pc), n - j);
+    if (with_pc && !(nt && GS_MUTANT(GS_MUT_STREAM_TAIL))) vstore_g_part(pg, dt, pj0 + j, pc_grad(pe + j, k1, k2, with_pc), n - j);
   }
   *sum = vsum(vadd(acc, acc1));
   return vhmax(mx);
@@ -800,7 +800,9 @@ static void scan_row(const plan *p, const char *row, int64_t t, float *e, float 
       if (chunk_has_nan(z, n)) m = NAN;
       if (e) memset(e + j0, 0, (size_t)np * sizeof *e);
     } else {
-      chunk_expsum(p, z, np, m, e ? e + j0 : NULL, t < 0, &acc);
+      /* the REDO_STALE_E mutant: a redone chunk's e keeps its fused attempt's terms */
+      const int stale = fused && GS_MUTANT(GS_MUT_REDO_STALE_E);
+      chunk_expsum(p, z, np, m, e && !stale ? e + j0 : NULL, t < 0, &acc);
     }
     if (mc) mc[c] = m;
   }
@@ -854,7 +856,8 @@ ALWAYS_INLINE void grad_store_dt(const grad_consts *k, const float *e, const flo
     vstore_g2(grow, dt, eo, j0 + j, grad_vec(k, e, z, y, w, j, simple), grad_vec(k, e, z, y, w, j + VW, simple), nt,
               nonan);
   for (; j + VW <= n; j += VW) vstore_g(grow, dt, j0 + j, grad_vec(k, e, z, y, w, j, simple), nt, nonan);
-  if (j < n) vstore_g_part(grow, dt, j0 + j, grad_vec(k, e, z, y, w, j, simple), n - j);
+  if (j < n && !(nt && GS_MUTANT(GS_MUT_STREAM_TAIL)))
+    vstore_g_part(grow, dt, j0 + j, grad_vec(k, e, z, y, w, j, simple), n - j);
 }
 
 ALWAYS_INLINE void grad_store_as(const grad_consts *k, const float *e, const float *z, const float *y, const float *w,
@@ -961,7 +964,7 @@ static void grad_store_f64(const plan *p, const grad_job *job, double k1, double
       double d = (double)z[k] - job->m;
       dz = k1 * e[k] * (job->mu - (d < EXP_FLOOR ? EXP_FLOOR : d)); /* NaN stays NaN */
     } else {
-      dz = k1 * e[k] - k2 * (w ? w[k] : 1.0f);
+      dz = k1 * e[k] - k2 * (w && !GS_MUTANT(GS_MUT_PASS2_F64_UNWEIGHTED) ? w[k] : 1.0f);
     }
     if (job->k.cap) {
       double ch = cosh((double)y[k]);

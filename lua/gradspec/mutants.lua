@@ -13,7 +13,9 @@ for id = 1, 64 do
   local name = C.gs_mutant_name(id)
   if name == nil then break end
   name = ffi.string(name)
-  M.kernel[name] = { id = id, what = ffi.string(C.gs_mutant_describe(id)) }
+  local where = {}
+  for b in ffi.string(C.gs_mutant_backends(id)):gmatch("[%w_]+") do where[b] = true end
+  M.kernel[name] = { id = id, what = ffi.string(C.gs_mutant_describe(id)), backends = where }
   M.names[#M.names + 1] = name
 end
 M.lua = { assert_nan = "assert.close passes when both sides are NaN" }
@@ -36,6 +38,11 @@ end
 active = M.parse(os.getenv("GRADSPEC_MUTANT"))
 
 function M.active() return active end
+
+-- Whether kernel mutant name is compiled into backend's kernels ("all": any).
+function M.lives_in(name, backend)
+  return backend == "all" or (M.kernel[name] ~= nil and M.kernel[name].backends[backend] == true)
+end
 
 -- Called around every kernel call: the mutant is live only for its backend.
 function M.enter(backend)

@@ -187,7 +187,9 @@ function M.main(args)
   local jobs = {}
   for _, name in ipairs(mutants.names) do
     for _, b in ipairs(o.backends) do
-      jobs[#jobs + 1] = { name = name, backend = b, what = mutants.kernel[name].what }
+      if mutants.lives_in(name, b) then -- a mutant in cpu alone has nothing to break in ref
+        jobs[#jobs + 1] = { name = name, backend = b, what = mutants.kernel[name].what }
+      end
     end
   end
   for name, what in pairs(mutants.lua) do jobs[#jobs + 1] = { name = name, what = what } end
