@@ -4,11 +4,12 @@
  * ranks combine them with collectives between the passes
  * (lua/gradspec/vocab_parallel.lua drives them):
  *
- *   MAX    stat[M_LOCAL] = max_j z_j of this shard (+inf when a NaN or +inf
- *          is in the row: such a row is NaN); copied to stat[M], which is
- *          then max-reduced over the ranks.
- *   SUMS   with the global M: stat[REST] = sum_j exp(z_j - M) over this
- *          shard, leaving out its first maximum when M_LOCAL == M, and
+ *   MAX    stat[M_LOCAL] = m = max_j z_j of this shard (+inf when a NaN or
+ *          +inf is in the row: such a row is NaN), copied to stat[M], which
+ *          is then max-reduced over the ranks; stat[REST] = sum_j exp(z_j - m)
+ *          leaving out the shard's first maximum (one read of the logits).
+ *   SUMS   with the global M, per row only: stat[REST] = that sum where
+ *          M_LOCAL == M, else exp(M_LOCAL - M) (1 + the sum), and
  *          stat[TIES] = [M_LOCAL == M]; both then sum-reduced, so that
  *          lse = M + log1p(REST + TIES - 1) keeps 1 - p_max exact.
  *   TERMS  with M, REST, TIES: stat[L] = lse - M, and the shard's shares of

@@ -44,35 +44,37 @@ static inline int64_t vp_local_target(const gs_vp_args *a, int64_t i) {
   return t >= 0 && t < a->v ? t : -1;
 }
 
+/* One pass over the shard's row: its max m and s = sum_j exp(z_j - m)
+ * without the first maximum's own 1, rescaled whenever the max grows. */
 static void vp_max_row(const gs_vp_args *a, int64_t i) {
   REAL m = -INFINITY;
+  double s = 0;
   int bad = 0;
   if (vp_local_target(a, i) != -2) {
     for (int64_t j = 0; j < a->v; j++) {
       REAL z = vp_z_of(a, vp_y(a, i, j));
       if (isnan(z) || z == INFINITY) bad = 1;
-      else if (z > m) m = z;
+      else if (z > m) {
+        s = (s + 1) * VP_EXP(m - z); /* 0 while m is -inf */
+        m = z;
+      } else if (z != -INFINITY) {
+        s += VP_EXP(z - m);
+      }
     }
   }
   vp_stat(a, GS_VP_M_LOCAL)[i] = vp_stat(a, GS_VP_M)[i] = bad ? INFINITY : m;
+  vp_stat(a, GS_VP_REST)[i] = (REAL)s;
 }
 
+/* With the global M: the shard holding a maximum keeps its s (the max's 1
+ * is counted once, through TIES); the others scale theirs to M. */
 static void vp_sums_row(const gs_vp_args *a, int64_t i) {
-  REAL M = vp_stat(a, GS_VP_M)[i], ml = vp_stat(a, GS_VP_M_LOCAL)[i];
-  double rest = 0;
+  REAL M = vp_stat(a, GS_VP_M)[i], ml = vp_stat(a, GS_VP_M_LOCAL)[i], s = vp_stat(a, GS_VP_REST)[i];
   int tie = isfinite(M) && ml == M;
-  if (isfinite(M) && vp_local_target(a, i) != -2) {
-    int skipped = !tie; /* the shard's first maximum is the 1 of log1p */
-    for (int64_t j = 0; j < a->v; j++) {
-      REAL d = vp_z_of(a, vp_y(a, i, j)) - M;
-      if (!skipped && d == 0) {
-        skipped = 1;
-        continue;
-      }
-      rest += VP_EXP(d);
-    }
-  }
-  vp_stat(a, GS_VP_REST)[i] = (REAL)rest;
+  REAL rest = 0;
+  if (tie) rest = s;
+  else if (isfinite(M) && ml != -INFINITY) rest = VP_EXP(ml - M) * (1 + s);
+  vp_stat(a, GS_VP_REST)[i] = rest;
   vp_stat(a, GS_VP_TIES)[i] = (REAL)tie;
 }
 

@@ -1,0 +1,291 @@
+-- Vocabulary-parallel cross_entropy, log_probs and entropy (docs/losses.md,
+-- section 9) on 1 to 4 CPU ranks (gs.dist, backend "cpu"): each rank holds
+-- a slice of the columns, and every result must equal the unsharded one:
+-- the loss, lse and z_loss on every rank, the gradient as the rank's slice.
+
+-- Column ranges of V split over R ranks, the first V % R ranks one wider:
+-- V = 37 on 4 ranks is 10, 9, 9, 9.
+local function shards(V, R)
+  local out, start = {}, 0
+  for r = 0, R - 1 do
+    local width = math.floor(V / R) + (r < V % R and 1 or 0)
+    out[r] = { start = start, width = width }
+    start = start + width
+  end
+  return out
+end
+
+local function copy(t)
+  local o = {}
+  for k, v in pairs(t) do o[k] = v end
+  return o
+end
+
+-- Row 0 has its max tied across the first shard boundary, row 1 is
+-- confident, row 2 has -inf logits, row 3 is ignored under ignore_index 3.
+local function inputs(N, V, dtype)
+  local x = gs.randn({ N, V }, { std = 2, dtype = "f64" })
+  x:set(0, 0, 4)
+  x:set(0, V - 1, 4)
+  x:set(1, 5, 45)
+  x:set(2, 1, -math.huge)
+  x:set(2, V - 2, -math.huge)
+  local t = gs.randint(0, V, { N }, { dtype = "i64" })
+  t:set(1, 5)
+  t:set(3, 3)
+  return x:to(dtype), t
+end
+
+-- Every op's outputs for one option table: the fused forward (loss, lse,
+-- z_loss, grad), the backward, log_probs and entropy with their backwards.
+local function all_ops(x, t, o, go)
+  local out = {}
+  local ce_o = copy(o)
+  ce_o.grad = true
+  out.loss, out.aux = gs.cross_entropy(x, t, ce_o)
+  out.aux.backend = nil
+  local bo = copy(o)
+  bo.grad_output = nil
+  out.ce_bwd = gs.cross_entropy_backward(x, t, go or 1, bo)
+  local lo = { backend = o.backend, logit_scale = o.logit_scale, softcap = o.softcap, ignore_index = o.ignore_index,
+    comm = o.comm, vocab_start = o.vocab_start }
+  out.lp = gs.log_probs(x, t, lo)
+  out.lp_bwd = gs.log_probs_backward(x, t, go or 1, lo)
+  local eo = { backend = o.backend, logit_scale = o.logit_scale, softcap = o.softcap, comm = o.comm,
+    vocab_start = o.vocab_start }
+  out.ent = gs.entropy(x, eo)
+  out.ent_bwd = gs.entropy_backward(x, go or 1, eo)
+  return out
+end
+
+-- The option sets every op is run with (each on every rank count).
+local option_sets = {
+  { name = "defaults", opts = {} },
+  { name = "sum", opts = { reduction = "sum" } },
+  { name = "none with per-row grad_output", opts = { reduction = "none" }, per_row_go = true },
+  { name = "weight and label smoothing", opts = { label_smoothing = 0.2 }, weight = true },
+  { name = "z-loss", opts = { lse_square_scale = 0.01, reduction = "mean" } },
+  { name = "softcap and logit_scale", opts = { softcap = 3, logit_scale = 1.7 } },
+  { name = "negative logit_scale, ignore_index 3", opts = { logit_scale = -0.8, ignore_index = 3 } },
+  { name = "everything at once", opts = { label_smoothing = 0.1, lse_square_scale = 1e-3, softcap = 8,
+    logit_scale = 1.2, ignore_index = 3, reduction = "sum" }, weight = true },
+}
+
+-- NaN must sit where the unsharded op has it: under a negative logit_scale
+-- row 2's -inf logits become +inf, which makes the row NaN.
+local tol = { ref = { rtol = 1e-11, atol = 1e-12, equal_nan = true }, cpu = { rtol = 2e-5, atol = 2e-6, equal_nan = true } }
+
+local function check_against_unsharded(backend, dtype, R, set)
+  local N, V = 6, 37
+  local x, t = inputs(N, V, dtype)
+  local o = copy(set.opts)
+  o.backend = backend
+  local w = set.weight and gs.rand({ V }, { dtype = "f32" }) or nil
+  local go = set.per_row_go and gs.randn({ N }, { dtype = backend == "ref" and "f64" or "f32" }) or nil
+  local full_o = copy(o)
+  full_o.weight, full_o.grad_output = w, go
+  local full = all_ops(x, t, full_o, go)
+  local parts = shards(V, R)
+  local got = gs.dist.run(R, function(comm)
+    local p = parts[comm.rank]
+    local mine = copy(o)
+    mine.comm, mine.vocab_start = comm, p.start
+    if w then
+      local slice = {}
+      for j = p.start, p.start + p.width - 1 do slice[#slice + 1] = w:get(j) end
+      mine.weight = gs.tensor(slice, { dtype = "f32" })
+    end
+    mine.grad_output = go
+    return all_ops(x:cols_view(p.start, p.width):contiguous(), t, mine, go)
+  end, { timeout = 30 })
+  local tl = tol[backend]
+  if dtype == "bf16" then tl = { equal_nan = true } end -- the dtype's own tolerance
+  for r = 0, R - 1 do
+    local g, p = got[r + 1], parts[r]
+    local function slice(full_grad) return full_grad:cols_view(p.start, p.width) end
+    assert.close(g.loss, full.loss, tl)
+    assert.close(g.aux.lse, full.aux.lse, tl)
+    assert.close(g.aux.z_loss, full.aux.z_loss, tl)
+    assert.close(g.aux.grad, slice(full.aux.grad), tl)
+    assert.close(g.ce_bwd, slice(full.ce_bwd), tl)
+    assert.close(g.lp, full.lp, tl)
+    assert.close(g.lp_bwd, slice(full.lp_bwd), tl)
+    assert.close(g.ent, full.ent, tl)
+    assert.close(g.ent_bwd, slice(full.ent_bwd), tl)
+  end
+end
+
+describe("vocab-parallel on cpu ranks equals the unsharded op", function()
+  for _, case in ipairs({ { "ref", "f64" }, { "cpu", "f32" } }) do
+    local backend, dtype = case[1], case[2]
+    for R = 1, 4 do
+      it(string.format("%s %s, %d rank%s (V = 37: uneven shards), every op and option", backend, dtype, R,
+        R > 1 and "s" or ""), function()
+        for _, set in ipairs(option_sets) do
+          local ok, e = pcall(check_against_unsharded, backend, dtype, R, set)
+          if not ok then error(set.name .. ": " .. tostring(e), 0) end
+        end
+      end)
+    end
+  end
+
+  it("cpu bf16 logits on 3 ranks, within bf16's tolerance", function()
+    for _, set in ipairs({ option_sets[1], option_sets[4], option_sets[8] }) do
+      check_against_unsharded("cpu", "bf16", 3, set)
+    end
+  end)
+end)
+
+-- Runs fn(comm, x_local, p) on R ranks over V columns split by shards().
+local function on_shards(R, x, fn)
+  local parts = shards(x.cols, R)
+  return gs.dist.run(R, function(comm)
+    local p = parts[comm.rank]
+    return fn(comm, x:cols_view(p.start, p.width):contiguous(), p)
+  end, { timeout = 30 }), parts
+end
+
+describe("vocab-parallel: rows and ranks", function()
+  it("ranks that own no target still give the loss and their gradient slice", function()
+    local x = gs.randn({ 5, 40 }, { std = 2 })
+    local t = gs.randint(0, 10, { 5 }, { dtype = "i64" }) -- all on rank 0's columns
+    local loss, aux = gs.cross_entropy(x, t, { grad = true })
+    local got, parts = on_shards(4, x, function(comm, xl, p)
+      local l, a = gs.cross_entropy(xl, t, { grad = true, comm = comm, vocab_start = p.start })
+      return { loss = l, grad = a.grad }
+    end)
+    for r = 0, 3 do
+      assert.close(got[r + 1].loss, loss)
+      assert.close(got[r + 1].grad, aux.grad:cols_view(parts[r].start, parts[r].width))
+    end
+    -- ranks 1 to 3 hold no target column: their gradient is the softmax part only, >= 0
+    for r = 1, 3 do assert.all(got[r + 1].grad, ">=0") end
+  end)
+
+  it("a confident row keeps its digits: loss e^-45 to f32 precision", function()
+    local x = gs.zeros({ 1, 32 })
+    x:set(0, 20, 45)
+    local t = gs.tensor({ 20 }, { dtype = "i64" })
+    local exact = 31 * math.exp(-45) -- log(1 + 31 e^-45), to 1e-19 relative
+    local got = on_shards(3, x, function(comm, xl, p)
+      local l, a = gs.cross_entropy(xl, t, { reduction = "none", grad = true, comm = comm, vocab_start = p.start })
+      return { loss = l, grad = a.grad, owner = p.start <= 20 and 20 < p.start + p.width, col = 20 - p.start }
+    end)
+    for r = 1, 3 do
+      assert.close(got[r].loss, gs.tensor({ exact }), { rtol = 1e-5, atol = 0 })
+      if got[r].owner then assert.close(got[r].grad:get(0, got[r].col), -31 * math.exp(-45), { rtol = 1e-5, atol = 0 }) end
+      assert.all(got[r].grad, "finite")
+    end
+  end)
+
+  it("a maximum tied across shards counts once per column", function()
+    -- two columns share the max, on different ranks: p = 1/2 each
+    local x = gs.tensor({ { 3, -1e30, -1e30, -1e30, 3, -1e30 } })
+    local t = gs.tensor({ 0 }, { dtype = "i64" })
+    local got = on_shards(2, x, function(comm, xl, p)
+      return gs.cross_entropy(xl, t, { backend = "ref", comm = comm, vocab_start = p.start })
+    end)
+    assert.close(got[1], math.log(2), { rtol = 1e-12 })
+    assert.close(got[2], math.log(2), { rtol = 1e-12 })
+  end)
+
+  it("is deterministic: two runs give the same bits on every rank", function()
+    local x = gs.randn({ 8, 301 }, { std = 4 })
+    local t = gs.randint(0, 301, { 8 }, { dtype = "i64" })
+    local function once()
+      return on_shards(3, x, function(comm, xl, p)
+        local l, a = gs.cross_entropy(xl, t, { grad = true, label_smoothing = 0.3, comm = comm, vocab_start = p.start })
+        return { loss = l, grad = a.grad }
+      end)
+    end
+    local a, b = once(), once()
+    for r = 1, 3 do
+      assert.close(a[r].loss, b[r].loss, { rtol = 0, atol = 0 })
+      assert.close(a[r].grad, b[r].grad, { rtol = 0, atol = 0 })
+      assert.close(a[r].loss, a[1].loss, { rtol = 0, atol = 0 }) -- every rank holds the same loss
+    end
+  end)
+
+  it("inplace overwrites the local logits; grad_dtype f32 from bf16 logits", function()
+    local x = gs.randn({ 4, 50 }, { std = 2, dtype = "bf16" })
+    local t = gs.randint(0, 50, { 4 }, { dtype = "i64" })
+    local loss, aux = gs.cross_entropy(x, t, { grad = true, grad_dtype = "f32" })
+    assert.finite(loss)
+    local got, parts = on_shards(2, x, function(comm, xl, p)
+      local _, a1 = gs.cross_entropy(xl, t, { grad = true, grad_dtype = "f32", comm = comm, vocab_start = p.start })
+      local _, a2 = gs.cross_entropy(xl, t, { grad = true, inplace = true, comm = comm, vocab_start = p.start })
+      assert.is_true(a2.grad == xl, "inplace returns the logits tensor")
+      return { f32 = a1.grad, inplace = a2.grad }
+    end)
+    for r = 0, 1 do
+      local want = aux.grad:cols_view(parts[r].start, parts[r].width)
+      assert.equal(got[r + 1].f32.dtype, "f32")
+      assert.close(got[r + 1].f32, want, { rtol = 1e-5, atol = 1e-6 })
+      assert.close(got[r + 1].inplace, want:to("bf16"))
+    end
+  end)
+
+  it("zero rows give an empty result on every rank", function()
+    local x = gs.zeros({ 0, 10 })
+    local got = on_shards(2, x, function(comm, xl, p)
+      return gs.cross_entropy(xl, gs.zeros({ 0 }, { dtype = "i64" }), { reduction = "sum", comm = comm, vocab_start = p.start })
+    end)
+    assert.close(got[1], 0)
+    assert.close(got[2], 0)
+  end)
+end)
+
+describe("vocab-parallel: bad arguments", function()
+  local x = gs.randn({ 3, 12 })
+  local t = gs.tensor({ 0, 5, 11 }, { dtype = "i64" })
+
+  -- The error every rank raises, as gs.dist.run reports it (rank 0's or
+  -- whichever failed first: all ranks fail alike).
+  local function rank_error(R, fn)
+    local ok, e = pcall(gs.dist.run, R, fn, { timeout = 10 })
+    assert.is_false(ok)
+    return tostring(e)
+  end
+
+  it("vocab_start must be given with comm, and comm with vocab_start", function()
+    local e = rank_error(1, function(comm) gs.cross_entropy(x, t, { comm = comm }) end)
+    assert.is_true(e:find("vocab_start = nil must be the first column this rank holds", 1, true) ~= nil, e)
+    assert.error(function() gs.cross_entropy(x, t, { vocab_start = 0 }) end, "comm = nil is not a communicator")
+    assert.error(function() gs.cross_entropy(x, t, { comm = {}, vocab_start = 0 }) end, "is not a communicator")
+    e = rank_error(1, function(comm) gs.cross_entropy(x, t, { comm = comm, vocab_start = 1.5 }) end)
+    assert.is_true(e:find("vocab_start = 1.5", 1, true) ~= nil, e)
+  end)
+
+  it("shards that do not tile the vocabulary in rank order are an error on every rank", function()
+    local e = rank_error(2, function(comm)
+      -- rank 1 starts at 7, but rank 0 holds [0, 6)
+      gs.cross_entropy(x:cols_view(0, 6):contiguous(), t, { comm = comm, vocab_start = comm.rank * 7 })
+    end)
+    assert.is_true(e:find("rank 1 has vocab_start = 7", 1, true) ~= nil, e)
+    assert.is_true(e:find("must start at 6", 1, true) ~= nil, e)
+    e = rank_error(2, function(comm)
+      gs.cross_entropy(gs.zeros({ 2 + comm.rank, 6 }), gs.zeros({ 2 + comm.rank }, { dtype = "i64" }),
+        { comm = comm, vocab_start = comm.rank * 6 })
+    end)
+    assert.is_true(e:find("rows of logits", 1, true) ~= nil, e)
+  end)
+
+  it("a target outside the whole vocabulary names the row and V", function()
+    local e = rank_error(2, function(comm)
+      local bad = gs.tensor({ 0, 12, 3 }, { dtype = "i64" })
+      gs.cross_entropy(x:cols_view(comm.rank * 6, 6):contiguous(), bad, { comm = comm, vocab_start = comm.rank * 6 })
+    end)
+    assert.is_true(e:find("target[1] = 12 is outside [0, 12)", 1, true) ~= nil, e)
+  end)
+
+  it("unknown options and bad option values name the op", function()
+    local e = rank_error(1, function(comm) gs.cross_entropy(x, t, { comm = comm, vocab_start = 0, smoothing = 0.1 }) end)
+    assert.is_true(e:find("unknown option 'smoothing'", 1, true) ~= nil, e)
+    e = rank_error(1, function(comm) gs.cross_entropy(x, t, { comm = comm, vocab_start = 0, label_smoothing = 2 }) end)
+    assert.is_true(e:find("label_smoothing", 1, true) ~= nil, e)
+    e = rank_error(1, function(comm)
+      gs.cross_entropy(x, t, { comm = comm, vocab_start = 0, weight = gs.ones({ 13 }) })
+    end)
+    assert.is_true(e:find("weight has shape {13}", 1, true) ~= nil, e)
+  end)
+end)
