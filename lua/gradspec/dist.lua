@@ -195,6 +195,8 @@ end
 
 function M.run(R, fn, opts)
   local backend, timeout = check_args(R, fn, opts, 2)
+  local info = debug.getinfo(2, "Sl")
+  local call_site = info and string.format("%s:%d", info.short_src, info.currentline or 0) or "?"
   local shm = C.gs_shm_create(R, SLOT_BYTES, err)
   if shm == nil then fail(2, "gs.dist.run: %s", ffi.string(err.msg)) end
   local paths, pids = {}, {}
@@ -278,6 +280,7 @@ function M.run(R, fn, opts)
       t._sources = t._sources or {}
       for _, h in ipairs(list) do
         local holder = track.record({}, h.op, string.format("%s of rank %d (from %s)", h.what, r, h.where), "gradient")
+        if holder._track then holder._track.where = call_site end
         t._sources[#t._sources + 1] = holder
       end
     end })
