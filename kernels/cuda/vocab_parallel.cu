@@ -67,8 +67,8 @@ __device__ __forceinline__ MaxSum merge(MaxSum x, MaxSum y) {
   if (y.m == -INFINITY) return x;
   if (x.m == -INFINITY) return y;
   if (x.m == y.m) return {x.m, x.s + y.s + 1};  // the second max counts as exp(0)
-  if (x.m > y.m) return {x.m, x.s + __expf(y.m - x.m) * (y.s + 1)};
-  return {y.m, y.s + __expf(x.m - y.m) * (x.s + 1)};
+  if (x.m > y.m) return {x.m, x.s + expf(y.m - x.m) * (y.s + 1)};
+  return {y.m, y.s + expf(x.m - y.m) * (x.s + 1)};
 }
 
 template <typename V, typename F>
@@ -119,10 +119,10 @@ __global__ void vp_max_kernel(gs_vp_args a) {
       float z = vp_z_of(a, vp_y(a, i, j));
       if (isnan(z) || z == INFINITY) bad = 1;
       else if (z > acc.m) {
-        acc.s = acc.m == -INFINITY ? 0.f : (acc.s + 1) * __expf(acc.m - z);
+        acc.s = acc.m == -INFINITY ? 0.f : (acc.s + 1) * expf(acc.m - z);
         acc.m = z;
       } else if (z != -INFINITY) {
-        acc.s += __expf(z - acc.m);
+        acc.s += expf(z - acc.m);
       }
     }
   }

@@ -61,14 +61,20 @@ end
 
 function M.gpu_count() return #M.visible_gpus() end
 
+-- Why `ranks` GPU ranks cannot run here (CUDA build, visible GPUs), or nil.
+function M.gpu_unavailable_reason(ranks)
+  if C.gs_cuda_built() == 0 then return "gradspec was built without CUDA" end
+  local n = M.gpu_count()
+  if n < ranks then return string.format("needs %d GPU%s, %d visible", ranks, ranks > 1 and "s" or "", n) end
+  return nil
+end
+
 -- Why the nccl backend cannot run `ranks` ranks here, or nil.
 function M.nccl_unavailable_reason(ranks)
   ranks = ranks or 2
   if C.gs_cuda_built() == 0 then return "gradspec was built without CUDA" end
   if C.gs_nccl_load(nil, 0, nil, err) == 0 then return ffi.string(err.msg) end
-  local n = M.gpu_count()
-  if n < ranks then return string.format("needs %d GPUs, %d visible", ranks, n) end
-  return nil
+  return M.gpu_unavailable_reason(ranks)
 end
 
 -- The NCCL library in use and its version, or nil and why not.

@@ -135,7 +135,7 @@ end
 
 -- Tags the workbench itself gives a meaning to: known whatever the files
 -- use, so that `--exclude-tags cuda` works on any selection.
-R.builtin_tags = { cuda = true, big = true }
+R.builtin_tags = { cuda = true, big = true, nccl = true, nccl_1gpu = true, cuda_ranks = true }
 
 function R.known_tags(files)
   local known = {}
@@ -178,6 +178,20 @@ local function requirement_missing(tags)
       requirement_cache.cuda = reason and ("needs a CUDA device: " .. reason) or false
     end
     return requirement_cache.cuda or nil
+  end
+  -- Forked GPU ranks (gs.dist): GPUs are counted without initialising
+  -- CUDA here, which would leave the forked ranks unable to use it.
+  for tag, why in pairs({ nccl = function(d) return d.nccl_unavailable_reason(2) end,
+    nccl_1gpu = function(d) return d.nccl_unavailable_reason(1) end,
+    cuda_ranks = function(d) return d.gpu_unavailable_reason(1) end }) do
+    if tags[tag] then
+      if requirement_cache[tag] == nil then
+        local reason = why(require("gradspec.dist"))
+        requirement_cache[tag] = reason and ("needs " .. (tag == "cuda_ranks" and "a GPU" or "NCCL")
+          .. ": " .. reason) or false
+      end
+      if requirement_cache[tag] then return requirement_cache[tag] end
+    end
   end
   return nil
 end
