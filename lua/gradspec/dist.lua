@@ -133,7 +133,7 @@ local function unasserted_sources(t, handed)
 end
 
 -- The body of a rank's process; never returns.
-local function rank_main(rank, R, backend, fn, shm, path)
+local function rank_main(rank, R, backend, fn, shm, path, tracking)
   local res = { rank = rank }
   local ok, e = xpcall(function()
     local nccl = nil
@@ -150,14 +150,15 @@ local function rank_main(rank, R, backend, fn, shm, path)
     end
     local comm = comm_mod.new(shm, rank, R, backend, nccl)
     A.reset_count()
-    track.begin()
+    -- outside an `it` (a script, the REPL) nothing is tracked
+    if tracking then track.begin() end
     local value = fn(comm)
     C.gs_shm_desc(shm, rank).op = 5
     res.assertions = A.get_count()
     local handed = {}
     res.value = wire.encode(value, { tensor_out = function(t) return unasserted_sources(t, handed) end })
     local unasserted = {}
-    for _, r in ipairs(track.finish()) do
+    for _, r in ipairs(tracking and track.finish() or {}) do
       if r.kind == "gradient" and not r.asserted and not handed[r] then
         unasserted[#unasserted + 1] = string.format("the %s returned by %s at %s was never asserted", r.what, r.op, r.where)
       end
@@ -225,7 +226,7 @@ function M.run(R, fn, opts)
   io.stderr:flush()
   for r = 0, R - 1 do
     local pid = C.gs_dist_fork()
-    if pid == 0 then rank_main(r, R, backend, fn, shm, paths[r]) end
+    if pid == 0 then rank_main(r, R, backend, fn, shm, paths[r], track.active()) end
     if pid < 0 then
       cleanup()
       fail(2, "gs.dist.run: fork for rank %d failed", r)
@@ -233,41 +234,46 @@ function M.run(R, fn, opts)
     pids[r] = pid
   end
 
-  local t0, status, failure = C.gs_now(), {}, nil
+  -- Ranks often fail together (a bad argument every rank sees): after the
+  -- first failure the others get GRACE seconds to end, and the lowest rank
+  -- that failed is the one reported, so that the message does not depend
+  -- on which process the scheduler ran first.
+  local GRACE = 0.1
+  local t0, failed, failure, deadline = C.gs_now(), {}, nil, nil
   local code, sig = ffi.new("int[1]"), ffi.new("int[1]")
   local left, nap = R, 0.0002
-  while left > 0 and not failure do
+  while left > 0 and not (deadline and C.gs_now() > deadline) do
     for r = 0, R - 1 do
       if pids[r] and C.gs_dist_poll(pids[r], code, sig) == 1 then
         pids[r], left = nil, left - 1
-        status[r] = { code = code[0], signal = sig[0] }
         if code[0] ~= 0 then
           local res = read_result(paths[r])
           if res and res.error then
-            failure = string.format("rank %d failed: %s", r, short(res.error))
+            failed[r] = string.format("rank %d failed: %s", r, short(res.error))
           elseif code[0] < 0 then
-            failure = string.format("rank %d crashed with SIG%s", r, ffi.string(C.gs_signal_name(sig[0])))
+            failed[r] = string.format("rank %d crashed with SIG%s", r, ffi.string(C.gs_signal_name(sig[0])))
           else
-            failure = string.format("rank %d exited with status %d", r, code[0])
+            failed[r] = string.format("rank %d exited with status %d", r, code[0])
           end
-          break
+          deadline = deadline or C.gs_now() + GRACE
         end
       end
     end
-    if not failure and left > 0 then
-      if C.gs_now() - t0 > timeout then
-        local parts = {}
-        for r = 0, R - 1 do
-          parts[#parts + 1] = string.format("rank %d %s", r, pids[r] and where_text(shm, r) or "finished")
-        end
-        failure = string.format("timed out after %g s; killed the ranks still running (%s)", timeout,
-          table.concat(parts, "; "))
-      else
-        C.gs_sleep(nap)
-        nap = math.min(nap * 2, 0.005)
+    if not deadline and left > 0 and C.gs_now() - t0 > timeout then
+      local parts = {}
+      for r = 0, R - 1 do
+        parts[#parts + 1] = string.format("rank %d %s", r, pids[r] and where_text(shm, r) or "finished")
       end
+      failure = string.format("timed out after %g s; killed the ranks still running (%s)", timeout,
+        table.concat(parts, "; "))
+      break
+    end
+    if left > 0 then
+      C.gs_sleep(nap)
+      nap = math.min(nap * 2, 0.005)
     end
   end
+  for r = R - 1, 0, -1 do failure = failed[r] or failure end
   if failure then
     cleanup()
     fail(2, "gs.dist.run (%d ranks, backend %s): %s", R, backend, failure)

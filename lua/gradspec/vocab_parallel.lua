@@ -86,9 +86,10 @@ end
 -- The lowest bad row is an error, the same on every rank.
 local function targets(op, target, n, V, ignore, level)
   local h = target:to({ device = "cpu", dtype = "f64" })
+  local hp = h:ptr()
   local cls, count = {}, 0
   for i = 0, n - 1 do
-    local t = h:get(i)
+    local t = hp[i]
     if t == ignore then
       cls[i] = nil
     elseif t < 0 or t >= V then
@@ -182,13 +183,16 @@ function M.run(op, logits, target, grad_output, opts, level)
   comm:all_reduce(block(S.TZ, 4), "sum")
 
   local h = stat:to({ device = "cpu", dtype = "f64" })
-  local function st(k, i) return h:get(k, i) end
+  -- raw pointers: these loops run over every row on every call
+  local hp, width = h:ptr(), h.cols
+  local function st(k, i) return hp[k * width + i] end
   local outs = {}
   local real = { dtype = e.real }
   local D, K = 0, count
   for i = 0, n - 1 do if cls[i] then D = D + st(S.WT, i) end end
   if desc.shape == "forward" then
     local loss_rows, lse, zl = T.zeros({ n }, real), T.zeros({ n }, real), T.zeros({ n }, real)
+    local lp, sp, zp = loss_rows:ptr(), lse:ptr(), zl:ptr()
     local ce_sum, zl_sum = 0, 0
     for i = 0, n - 1 do
       if cls[i] then
@@ -196,9 +200,7 @@ function M.run(op, logits, target, grad_output, opts, level)
         local ce = (1 - eps) * -st(S.WT, i) * st(S.TZ, i)
         if eps > 0 then ce = ce + eps / V * st(S.SMOOTH, i) end
         local z = lam > 0 and lam * l * l or 0
-        loss_rows:set(i, ce + z)
-        lse:set(i, l)
-        zl:set(i, z)
+        lp[i], sp[i], zp[i] = ce + z, l, z
         ce_sum, zl_sum = ce_sum + ce, zl_sum + z
       end
     end
@@ -208,8 +210,9 @@ function M.run(op, logits, target, grad_output, opts, level)
     outs.lse, outs.z_loss = lse, zl
   elseif desc.shape == "per_row" then
     local r = T.zeros({ n }, real)
+    local rp = r:ptr()
     for i = 0, n - 1 do
-      if cls[i] then r:set(i, desc.code == 1 and st(S.TZ, i) or st(S.L, i) - st(S.MU, i)) end
+      if cls[i] then rp[i] = desc.code == 1 and st(S.TZ, i) or st(S.L, i) - st(S.MU, i) end
     end
     outs.result = r
   end
@@ -230,13 +233,14 @@ function M.run(op, logits, target, grad_output, opts, level)
       fail(level, "%s: grad_output of %d values needs reduction = \"none\"", op, goh:numel())
     end
     local gh = T.zeros({ 2, math.max(n, 1) }, { dtype = "f64" })
+    local ghp, gw = gh:ptr(), gh.cols
+    local gop, per_row = goh and goh:ptr(), goh and goh:numel() ~= 1
     for i = 0, n - 1 do
       if cls[i] then
-        local g = goh and goh:get(goh:numel() == 1 and 0 or i) or 1
+        local g = gop and gop[per_row and i or 0] or 1
         local gz = g
         if desc.code == 0 and reduction == 2 then g, gz = g / D, g / K end
-        gh:set(0, i, g)
-        gh:set(1, i, gz)
+        ghp[i], ghp[gw + i] = g, gz
       end
     end
     block(S.G, 2):copy_(gh)
