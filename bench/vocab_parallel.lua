@@ -1,0 +1,98 @@
+-- Vocabulary-parallel fused cross entropy (forward + backward) on GPUs:
+-- R ranks over NCCL, each holding V/R columns, against the unsharded CUDA
+-- kernel on one GPU, measured in the same run. Times are wall-clock per
+-- call from a barrier to the call's return (its collectives and the row
+-- assembly on the host included), the slowest rank's, median of --reps.
+--
+-- Run on the GPU machine: build-gpu/gradspec bench/vocab_parallel.lua
+--   [--rows 8192] [--vocab 128256] [--dtype bf16] [--reps 10] [--ranks 2]
+--   [--device cpu: the same on CPU ranks and the cpu kernels, a smoke test]
+-- NCCL as for gs.dist (GRADSPEC_NCCL names the library file).
+local opts = { rows = 8192, vocab = 128256, dtype = "bf16", reps = 10, ranks = 2, device = "cuda" }
+do
+  local i = 1
+  while i <= #arg do
+    local k = arg[i]:match("^%-%-(%w+)$")
+    if not k or opts[k] == nil or arg[i + 1] == nil then
+      error("usage: gradspec bench/vocab_parallel.lua [--rows N] [--vocab V] [--dtype bf16] [--reps K] [--ranks R] [--device cuda|cpu]", 0)
+    end
+    opts[k] = (k == "dtype" or k == "device") and arg[i + 1] or assert(tonumber(arg[i + 1]), k .. " needs a number")
+    i = i + 2
+  end
+end
+local N, V = opts.rows, opts.vocab
+
+local function shards(R)
+  local out, start = {}, 0
+  for r = 0, R - 1 do
+    local width = math.floor(V / R) + (r < V % R and 1 or 0)
+    out[r] = { start = start, width = width }
+    start = start + width
+  end
+  return out
+end
+
+local function median(list)
+  table.sort(list)
+  local n = #list
+  return n % 2 == 1 and list[(n + 1) / 2] or (list[n / 2] + list[n / 2 + 1]) / 2
+end
+
+-- The loss printed must be the same on every line: the sharded runs
+-- compute the unsharded loss.
+-- Per rank: its shard of the logits on its GPU; `unsharded` times the
+-- single-GPU kernel over all V columns instead (rank 0 of 1).
+local function measure(R, backend, unsharded)
+  local parts = shards(R)
+  local res = gs.dist.run(R, function(comm)
+    local p = parts[comm.rank]
+    -- the same logits whatever R: every rank draws the whole matrix and keeps its columns
+    local full = gs.randn({ N, V }, { std = 2, dtype = opts.dtype, seed = 11 })
+    local x = full:cols_view(p.start, p.width):contiguous():to(opts.device)
+    full = nil
+    collectgarbage()
+    local t = gs.randint(0, V, { N }, { dtype = "i64", seed = 5 }):to(opts.device)
+    local o = { grad = true }
+    if not unsharded then o.comm, o.vocab_start = comm, p.start end
+    local times, loss = {}, nil
+    for k = 0, opts.reps do -- call 0 warms up
+      comm:barrier()
+      local t0 = gs.now()
+      local l = gs.cross_entropy(x, t, o)
+      loss = l:to("cpu"):item() -- waits for the GPU
+      local dt = gs.tensor({ gs.now() - t0 }, { dtype = "f64" })
+      local slowest = comm:all_reduce(dt, "max"):get(0)
+      if k > 0 then times[#times + 1] = slowest end
+      collectgarbage()
+      collectgarbage() -- frees the last call's gradient now, not at some later collection
+    end
+    return { median = median(times), min = times[1], loss = loss }
+  end, { backend = opts.device == "cpu" and "cpu" or backend, timeout = 600 })
+  return res[1]
+end
+
+local gib = N * V * 2 * (opts.dtype == "f32" and 4 or 2) / 2 ^ 30 -- logits read + gradient written
+print(string.format("vocab-parallel fused cross entropy forward+backward, %d x %d %s (%.2f GiB moved per call)",
+  N, V, opts.dtype, gib))
+local nccl, why = gs.dist.nccl_info()
+print(nccl and string.format("NCCL %d from %s", nccl.version, nccl.path) or ("NCCL unavailable: " .. tostring(why)))
+local gpus = opts.device == "cpu" and opts.ranks or gs.dist.gpu_count()
+print(string.format("%d GPU(s) visible", gpus))
+
+local base = measure(1, "cpu", true)
+print(string.format("  1 GPU,  unsharded %s kernel:           %8.3f ms (loss %.6f)", opts.device, base.median * 1e3, base.loss))
+if nccl then
+  local one = measure(1, "nccl", false)
+  print(string.format("  1 GPU,  vocab-parallel R=1 over NCCL:    %8.3f ms (loss %.6f)  %.2fx the unsharded time",
+    one.median * 1e3, one.loss, one.median / base.median))
+end
+local R = opts.ranks
+if not nccl then
+  print(string.format("  %d GPUs: not run (NCCL unavailable)", R))
+elseif gpus < R then
+  print(string.format("  %d GPUs: not available (%d visible): only R = 1 was measured", R, gpus))
+else
+  local many = measure(R, "nccl", false)
+  print(string.format("  %d GPUs, vocab-parallel R=%d over NCCL:    %8.3f ms (loss %.6f)  speed-up %.2fx over 1 GPU",
+    R, R, many.median * 1e3, many.loss, base.median / many.median))
+end
