@@ -42,16 +42,17 @@ end
 -- compute the unsharded loss.
 -- Per rank: its shard of the logits on its GPU; `unsharded` times the
 -- single-GPU kernel over all V columns instead (rank 0 of 1).
+-- The same logits whatever R, drawn once here: the forked ranks share them
+-- and each copies its columns to its GPU.
+local full = gs.randn({ N, V }, { std = 2, dtype = opts.dtype, seed = 11 })
+local target = gs.randint(0, V, { N }, { dtype = "i64", seed = 5 })
+
 local function measure(R, backend, unsharded)
   local parts = shards(R)
   local res = gs.dist.run(R, function(comm)
     local p = parts[comm.rank]
-    -- the same logits whatever R: every rank draws the whole matrix and keeps its columns
-    local full = gs.randn({ N, V }, { std = 2, dtype = opts.dtype, seed = 11 })
     local x = full:cols_view(p.start, p.width):contiguous():to(opts.device)
-    full = nil
-    collectgarbage()
-    local t = gs.randint(0, V, { N }, { dtype = "i64", seed = 5 }):to(opts.device)
+    local t = target:to(opts.device)
     local o = { grad = true }
     if not unsharded then o.comm, o.vocab_start = comm, p.start end
     local times, loss = {}, nil

@@ -210,5 +210,3 @@ void gs_dist_exit(int code) {
 }
 
 int gs_dist_getpid(void) { return (int)getpid(); }
-
-int gs_dist_setenv(const char *name, const char *value) { return setenv(name, value, 1); }

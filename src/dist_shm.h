@@ -64,6 +64,5 @@ int gs_dist_poll(int pid, int *code, int *term_signal);
 void gs_dist_kill(int pid);
 void gs_dist_exit(int code);
 int gs_dist_getpid(void);
-int gs_dist_setenv(const char *name, const char *value);
 
 #endif

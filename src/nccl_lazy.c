@@ -9,6 +9,10 @@
 
 #include "gs_device.h"
 
+#ifdef GS_HAVE_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
 typedef struct { char internal[128]; } nccl_unique_id;
 typedef void *nccl_comm;
 typedef int nccl_result; /* ncclSuccess = 0 */
@@ -121,4 +125,17 @@ gs_status gs_nccl_all_gather(void *comm, const void *src, void *dst, int64_t cou
 gs_status gs_nccl_broadcast(void *comm, void *buf, int64_t count, gs_dtype dtype, int root, gs_error *err) {
   return wait_done(nccl.broadcast(buf, buf, (size_t)count, nccl_type_of[dtype], root, comm, NULL), "ncclBroadcast",
                    err);
+}
+
+gs_status gs_nccl_use_device(int device, gs_error *err) {
+#ifdef GS_HAVE_CUDA
+  cudaError_t e = cudaSetDevice(device);
+  if (e == cudaSuccess) return GS_OK;
+  snprintf(err->msg, sizeof err->msg, "cudaSetDevice(%d): %s", device, cudaGetErrorString(e));
+  return GS_ERR_CUDA;
+#else
+  (void)device;
+  snprintf(err->msg, sizeof err->msg, "this gradspec was built without CUDA (nvcc not found or -DGRADSPEC_CUDA=OFF)");
+  return GS_ERR_NO_DEVICE;
+#endif
 }

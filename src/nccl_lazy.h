@@ -11,6 +11,9 @@
 /* 1 when loaded, with the file in path and NCCL's version (e.g. 22105) in
  * *version; 0 with err->msg saying what was tried. Touches no GPU. */
 int gs_nccl_load(char *path, size_t len, int *version, gs_error *err);
+/* Makes `device` the current CUDA device of this process (a rank's GPU:
+ * every GPU stays visible, so NCCL can use peer-to-peer copies). */
+gs_status gs_nccl_use_device(int device, gs_error *err);
 /* NCCL's 128-byte unique id, made by one rank and handed to the others. */
 gs_status gs_nccl_unique_id(void *id128, gs_error *err);
 /* A communicator of `ranks` ranks on the current device; *comm is opaque. */

@@ -73,8 +73,7 @@ __device__ __forceinline__ MaxSum merge(MaxSum x, MaxSum y) {
 
 template <typename V, typename F>
 __device__ V block_reduce(V v, F f) {
-  __shared__ char raw[32 * sizeof(V)];
-  V *shared = reinterpret_cast<V *>(raw);
+  __shared__ V shared[32];
   int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   for (int o = 16; o > 0; o >>= 1) {
     V other;

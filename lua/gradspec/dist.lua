@@ -138,9 +138,9 @@ local function rank_main(rank, R, backend, fn, shm, path, tracking)
   local ok, e = xpcall(function()
     local nccl = nil
     if backend == "nccl" then
-      local gpus = M.visible_gpus()
-      -- the rank's GPU is the only one it sees: device 0 of its CUDA
-      C.gs_dist_setenv("CUDA_VISIBLE_DEVICES", gpus[rank + 1])
+      -- rank r works on device r (of those CUDA_VISIBLE_DEVICES leaves); the
+      -- others stay visible, so that NCCL can copy between GPUs directly
+      if C.gs_nccl_use_device(rank, err) ~= 0 then error(ffi.string(err.msg), 0) end
       local id = C.gs_shm_scratch(shm)
       if rank == 0 and C.gs_nccl_unique_id(id, err) ~= 0 then error("NCCL: " .. ffi.string(err.msg), 0) end
       C.gs_shm_barrier(shm)
