@@ -135,7 +135,7 @@ end
 
 -- Tags the workbench itself gives a meaning to: known whatever the files
 -- use, so that `--exclude-tags cuda` works on any selection.
-R.builtin_tags = { cuda = true, big = true, nccl = true, nccl_1gpu = true, cuda_ranks = true }
+R.builtin_tags = { cuda = true, big = true }
 
 function R.known_tags(files)
   local known = {}
