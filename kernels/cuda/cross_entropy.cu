@@ -357,10 +357,13 @@ template <bool CL> __device__ __forceinline__ void cluster_wait() {
 // apart, wd holds the terms >= 1/2 instead and r the others, so that the
 // max's exact 1 does not swallow the small terms (see the row's log S).
 // wd64 is wd in double: the f32 sum converted, or, where that overflowed
-// (logits near FLT_MAX), the chunk's sum redone in double.
+// (logits near FLT_MAX), the chunk's sum redone in double. Entropy sums q in
+// double (q64; q is unused): its gradient p_j (mean - (z_j - m)) cancels
+// where z_j is near the mean, and an f32 sum's rounding, about 1e-7 of a
+// mean of a few units, would be most of what is left there.
 struct Partial {
   float m, r, q, wd, ws;
-  double wd64;
+  double wd64, q64;
 };
 
 // What every thread of a row needs for the gradient pass.
@@ -370,6 +373,7 @@ struct RowInfo {
   float bw;
   float gp;     // entropy: dz_j = e_j * gp * (qn - (z_j - ms))
   float qn;
+  double qn64;  // entropy: the mean in double, for qn - (z_j - ms) without its rounding
   float dxt;    // the target column's gradient, computed without cancellation
   int wide;     // ap, bw overflow f32 (or give inf * 0): the gradient from ap64, bw64
   double ap64, bw64;
@@ -538,6 +542,16 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
       return fmaf(x, s, -m);
     };
 
+    // Entropy's z - m in double, for its mean and gradient only (its terms
+    // e_j still come from dof, so that the max's term is exactly 1): the f32
+    // z = c tanh(a) is off by up to a unit of c, which the gradient's
+    // mean - (z_j - m) turns into a large relative error where the two are
+    // close.
+    auto dent64 = [&](float x, float m) {
+      if (softcap) return (double)p.c * tanh((double)x * (double)s_over_c) - (double)m;
+      return (double)__fmul_rn(x, s) - (double)m;
+    };
+
     // Whole vectors in a loop whose lane count is a constant; the one ragged
     // vector at the end of a chunk (if any) in a call of its own.
     const int nfull = clen / NV, rem = clen - nfull * NV;
@@ -590,6 +604,7 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
     // compile-time choices so that the common loop carries no branch for them.
     // acc: r, q, wd, ws (Partial); for entropy, r and wd split the terms.
     float acc[4] = {0.f, 0.f, 0.f, 0.f};
+    double q64 = 0.0;  // entropy's q
     auto pass2 = [&](auto with_smooth, auto with_ent) {
       constexpr bool SM = decltype(with_smooth)::value;
       constexpr bool ENT = decltype(with_ent)::value;
@@ -602,7 +617,7 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
           if (k < nvalid) {
             const float d = dof(x[k], msafe, with_ent);
             e[k] = ex2(d * kLog2e);
-            if (ENT) acc[1] += e[k] != 0.f ? e[k] * d : 0.f;  // p log p -> 0; NaN stays
+            if (ENT) q64 += e[k] != 0.f ? (double)e[k] * dent64(x[k], msafe) : 0.0;  // p log p -> 0; NaN stays
             if (SM) {
               const float w = weighted_smooth ? weight[c0 + j0 + k] : 1.f;
               acc[2] = fmaf(w, d, acc[2]);
@@ -633,6 +648,7 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
     else if (smooth) pass2(std::true_type(), std::false_type());
     else pass2(std::false_type(), std::false_type());
     block_sum<4>(acc, red);
+    if (is_ent) q64 = block_sum_d(q64, red64);
 
     // Logits near FLT_MAX: a term w_j (z_j - m), or the chunk's f32 sum of
     // them, can overflow although the smoothing loss fits f32 (docs/losses.md,
@@ -667,6 +683,7 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
       part.wd = acc[2];
       part.ws = acc[3];
       part.wd64 = wd64;
+      part.q64 = q64;
     }
     if (K > 1) {
       cluster_arrive<CL>();  // every partial of the cluster is visible after the wait
@@ -681,20 +698,21 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
     // need); lane 0 writes them.
     if (tid < 32) {
       const int lane = tid;
-      Partial q = {-INFINITY, 0.f, 0.f, 0.f, 0.f, 0.0};
+      Partial q = {-INFINITY, 0.f, 0.f, 0.f, 0.f, 0.0, 0.0};
       if (lane < K) q = *(K > 1 ? cluster_peer<CL>(&part, lane) : &part);
       const float M = warp_max(q.m);
       const float Ms = M == -INFINITY ? 0.f : M;
       const float qms = q.m == -INFINITY ? 0.f : q.m;
       const float f = (lane < K && q.m != -INFINITY) ? ex2((q.m - Ms) * kLog2e) : 0.f;
-      float R, BIG = 0.f, Q = 0.f;
+      float R, BIG = 0.f;
+      double Q64 = 0.0;
       if (is_ent) {
         // The terms >= 1/2 of the chunks at the row max (f = 1 there) stay
         // apart in BIG; every other term, scaled, goes to R.
         const bool at_max = lane < K && q.m == M;
         BIG = warp_sum(at_max ? q.wd : 0.f);
         R = warp_sum(f * q.r + (at_max ? 0.f : f * q.wd));
-        Q = warp_sum(f != 0.f ? f * (q.q + (qms - Ms) * (q.r + q.wd)) : 0.f);
+        Q64 = warp_sum_d(f != 0.f ? (double)f * (q.q64 + ((double)qms - (double)Ms) * ((double)q.r + (double)q.wd)) : 0.0);
       } else {
         R = warp_sum(f * q.r);
       }
@@ -741,6 +759,7 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
       ri.ms = Ms;
       ri.gp = 0.f;
       ri.qn = 0.f;
+      ri.qn64 = 0.0;
       ri.bw = 0.f;
       ri.wide = 0;
       ri.ap64 = 0.0;
@@ -767,10 +786,11 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
         ri.ap = -g / S;
         ri.dxt = g * (R / S) * chain_t;
       } else {
-        const float qn = Q / S;
-        loss = logS - qn;
+        const double qn64 = Q64 / (double)S;
+        loss = logS - (float)qn64;
         ri.gp = g / S;
-        ri.qn = qn;
+        ri.qn = (float)qn64;
+        ri.qn64 = qn64;
         ri.ap = 0.f;
         ri.dxt = 0.f;
       }
@@ -785,6 +805,7 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
         loss = ce = lse = nan;
         zl = p.lam != 0.f ? nan : 0.f;
         ri.ms = ri.ap = ri.bw = ri.gp = ri.qn = ri.dxt = nan;
+        ri.qn64 = (double)nan;
       } else {
         // The rare rows whose f32 scalars overflow (logits near FLT_MAX), found
         // from values the row has anyway: ordinary rows pay a comparison.
@@ -872,13 +893,13 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
             float sech2;
             const float d = softcap_z(x[k], s_over_c, p.c, &sech2) - ms;
             const float e = ex2(d * kLog2e);
-            if (ENT) gv[k] = (e != 0.f ? e * ri.gp * (ri.qn - d) : 0.f) * (s * sech2);
+            if (ENT) gv[k] = (e != 0.f ? e * ri.gp * (float)(ri.qn64 - dent64(x[k], ms)) : 0.f) * (s * sech2);
             else if (WIDE) gv[k] = (float)(((double)e * ri.ap64 - ri.bw64 * w) * ((double)s * sech2));
             else gv[k] = fmaf(e, ri.ap, -ri.bw * w) * (s * sech2);
           } else {
             const float d = dof(x[k], ms, with_ent);
             const float e = ex2(d * kLog2e);
-            if (ENT) gv[k] = (e != 0.f ? e * ri.gp * (ri.qn - d) : 0.f) * s;
+            if (ENT) gv[k] = (e != 0.f ? e * ri.gp * (float)(ri.qn64 - dent64(x[k], ms)) : 0.f) * s;
             else if (WIDE) gv[k] = (float)(((double)e * ri.ap64 - ri.bw64 * w) * (double)s);
             else gv[k] = fmaf(e, aps, -bws * w);  // the chain factor s is folded into aps and bws
           }
