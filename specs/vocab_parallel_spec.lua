@@ -48,19 +48,26 @@ describe("vocab-parallel: rows and ranks", function()
     for r = 1, 3 do assert.all(got[r + 1].grad, ">=0") end
   end)
 
-  it("a confident row keeps its digits: loss e^-45 to f32 precision", function()
+  it("a confident row keeps its digits: loss 31 e^-45 to f32 precision, with and without logit_scale", function()
     local x = gs.zeros({ 1, 32 })
     x:set(0, 20, 45)
     local t = gs.tensor({ 20 }, { dtype = "i64" })
-    local exact = 31 * math.exp(-45) -- log(1 + 31 e^-45), to 1e-19 relative
-    local got = on_shards(3, x, function(comm, xl, p)
-      local l, a = gs.cross_entropy(xl, t, { reduction = "none", grad = true, comm = comm, vocab_start = p.start })
-      return { loss = l, grad = a.grad, owner = p.start <= 20 and 20 < p.start + p.width, col = 20 - p.start }
-    end)
-    for r = 1, 3 do
-      assert.close(got[r].loss, gs.tensor({ exact }), { rtol = 1e-5, atol = 0 })
-      if got[r].owner then assert.close(got[r].grad:get(0, got[r].col), -31 * math.exp(-45), { rtol = 1e-5, atol = 0 }) end
-      assert.all(got[r].grad, "finite")
+    for _, scale in ipairs({ 1, 1.3 }) do
+      -- z_t = s * 45 as the f32 kernel rounds it; the other z are 0
+      local zt = gs.tensor({ gs.tensor({ scale }):get(0) * 45 }):get(0)
+      local exact = 31 * math.exp(-zt) -- log(1 + 31 e^-z_t), to 1e-19 relative
+      local got = on_shards(3, x, function(comm, xl, p)
+        local l, a = gs.cross_entropy(xl, t, { reduction = "none", grad = true, logit_scale = scale, comm = comm,
+          vocab_start = p.start })
+        return { loss = l, grad = a.grad, owner = p.start <= 20 and 20 < p.start + p.width, col = 20 - p.start }
+      end)
+      for r = 1, 3 do
+        assert.close(got[r].loss, gs.tensor({ exact }), { rtol = 1e-5, atol = 0 })
+        if got[r].owner then
+          assert.close(got[r].grad:get(0, got[r].col), -31 * math.exp(-zt) * scale, { rtol = 1e-5, atol = 0 })
+        end
+        assert.all(got[r].grad, "finite")
+      end
     end
   end)
 

@@ -25,7 +25,8 @@ __device__ __forceinline__ float vp_y(const gs_vp_args &a, int64_t i, int64_t j)
   case GS_BF16: x = __bfloat162float(static_cast<const __nv_bfloat16 *>(a.logits)[k]); break;
   default: x = __half2float(static_cast<const __half *>(a.logits)[k]); break;
   }
-  return static_cast<float>(a.logit_scale) * x;
+  // __fmul_rn: never fused into a later subtraction, so every pass sees the same z
+  return __fmul_rn(static_cast<float>(a.logit_scale), x);
 }
 
 __device__ __forceinline__ float vp_z_of(const gs_vp_args &a, float y) {
@@ -156,7 +157,7 @@ __global__ void vp_max_kernel(gs_vp_args a) {
         float x[8];
         vp_unpack8(row[k], a.logits_dtype, x);
 #pragma unroll
-        for (int e = 0; e < 8; e++) see(vp_z_of(a, static_cast<float>(a.logit_scale) * x[e]));
+        for (int e = 0; e < 8; e++) see(vp_z_of(a, __fmul_rn(static_cast<float>(a.logit_scale), x[e])));
       }
       first = vecs * 8;
     }
@@ -252,7 +253,7 @@ __global__ void vp_grad_kernel(gs_vp_args a) {
       float x[8], dx[8];
       vp_unpack8(in[k], a.logits_dtype, x);  // read before the write: grad may be the logits (inplace)
 #pragma unroll
-      for (int e = 0; e < 8; e++) dx[e] = grad_of(k * 8 + e, static_cast<float>(a.logit_scale) * x[e]);
+      for (int e = 0; e < 8; e++) dx[e] = grad_of(k * 8 + e, __fmul_rn(static_cast<float>(a.logit_scale), x[e]));
       out[k] = vp_pack8(dx, a.grad_dtype);
     }
     first = vecs * 8;
