@@ -161,6 +161,14 @@ describe("gs.dist: ranks that disagree, fail, crash or hang", function()
     assert.is_true(has(e, "timed out after 0.3 s"), e)
     assert.is_true(has(e, "rank 0 waiting in all_reduce (its collective call 2)"), e)
     assert.is_true(has(e, "rank 1 running its own code after 1 collectives"), e)
+    -- no rank is left behind: this process has no children any more
+    local pid = C.gs_dist_getpid()
+    local f = io.open(string.format("/proc/%d/task/%d/children", pid, pid), "r")
+    if f then
+      local children = f:read("*a")
+      f:close()
+      assert.equal(children, "", "child processes left after the call")
+    end
   end)
 
   it("assertions inside ranks count for the it; gradients must be asserted per rank or by the caller", function()
