@@ -100,6 +100,9 @@ local function check(backend, logits_dtype, grad_dtype, set, seed)
     what, r.bias, r.count))
 
   local e = errors(low, exact, f)
+  -- the figures, for the log: a regression shows before it fails
+  print(string.format("%s: rounding step max %.4f, bias %+.4f; against exact: bias %+.4f, max %.4f (%d normal elements)",
+    what, r.max, r.bias, e.bias, e.max, e.count))
   assert.is_true(math.abs(e.bias) <= MAX_BIAS, string.format("%s - exact: mean error %.4f spacings over %d elements",
     what, e.bias, e.count))
   for k = 1, #exact do
