@@ -26,7 +26,7 @@ describe("vocab-parallel cuda kernels on ranks sharing a GPU", function()
       { cases.option_sets[1], cases.option_sets[4], cases.option_sets[8] })
   end)
 
-  it("wide rows (V = 50000 on 2 ranks) agree with the unsharded cuda kernel run on rank 0", { tags = { "cuda_ranks" } }, function()
+  it("wide rows (V = 50000 on 2 ranks): cross_entropy and entropy agree with the unsharded cuda kernels run on rank 0", { tags = { "cuda_ranks" } }, function()
     local N, V = 64, 50000
     local x = gs.randn({ N, V }, { std = 3, dtype = "bf16" })
     local t = gs.randint(0, V, { N }, { dtype = "i64" })
@@ -34,11 +34,16 @@ describe("vocab-parallel cuda kernels on ranks sharing a GPU", function()
     local got = gs.dist.run(2, function(comm)
       local p = parts[comm.rank]
       local o = { grad = true, label_smoothing = 0.1, comm = comm, vocab_start = p.start }
-      local loss, aux = gs.cross_entropy(x:cols_view(p.start, p.width):contiguous():to("cuda"), t:to("cuda"), o)
-      local out = { loss = loss, grad = aux.grad }
+      local xl = x:cols_view(p.start, p.width):contiguous():to("cuda")
+      local loss, aux = gs.cross_entropy(xl, t:to("cuda"), o)
+      local eo = { softcap = 20, comm = comm, vocab_start = p.start }
+      local out = { loss = loss, grad = aux.grad, ent = gs.entropy(xl, eo), ent_grad = gs.entropy_backward(xl, 1, eo) }
       if comm.rank == 0 then
-        local l1, a1 = gs.cross_entropy(x:to("cuda"), t:to("cuda"), { grad = true, label_smoothing = 0.1 })
+        local xf = x:to("cuda")
+        local l1, a1 = gs.cross_entropy(xf, t:to("cuda"), { grad = true, label_smoothing = 0.1 })
         out.full_loss, out.full_grad = l1, a1.grad
+        out.full_ent = gs.entropy(xf, { softcap = 20 })
+        out.full_ent_grad = gs.entropy_backward(xf, 1, { softcap = 20 })
       end
       return out
     end, { timeout = 120 })
@@ -46,6 +51,8 @@ describe("vocab-parallel cuda kernels on ranks sharing a GPU", function()
       local p = parts[r]
       assert.close(got[r + 1].loss, got[1].full_loss, { rtol = 1e-5, atol = 1e-6 })
       assert.close(got[r + 1].grad, got[1].full_grad:cols_view(p.start, p.width))
+      assert.close(got[r + 1].ent, got[1].full_ent, { rtol = 1e-5, atol = 1e-5 })
+      assert.close(got[r + 1].ent_grad, got[1].full_ent_grad:cols_view(p.start, p.width))
     end
   end)
 end)

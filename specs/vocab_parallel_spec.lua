@@ -126,6 +126,19 @@ describe("vocab-parallel: rows and ranks", function()
     assert.close(got[1], 0)
     assert.close(got[2], 0)
   end)
+
+  it("every row ignored under mean: NaN loss on every rank, zero gradient", function()
+    local x = gs.randn({ 3, 11 })
+    local t = gs.full({ 3 }, -100, { dtype = "i64" })
+    local got = on_shards(2, x, function(comm, xl, p)
+      local l, a = gs.cross_entropy(xl, t, { grad = true, comm = comm, vocab_start = p.start })
+      return { loss = l, grad = a.grad }
+    end)
+    for r = 1, 2 do
+      assert.all(got[r].loss, "nan")
+      assert.close(got[r].grad, gs.zeros(got[r].grad:shape()), { rtol = 0, atol = 0 })
+    end
+  end)
 end)
 
 describe("vocab-parallel: bad arguments", function()
