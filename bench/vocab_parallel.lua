@@ -38,62 +38,70 @@ local function median(list)
   return n % 2 == 1 and list[(n + 1) / 2] or (list[n / 2] + list[n / 2 + 1]) / 2
 end
 
--- The loss printed must be the same on every line: the sharded runs
--- compute the unsharded loss.
--- Per rank: its shard of the logits on its GPU; `unsharded` times the
--- single-GPU kernel over all V columns instead (rank 0 of 1).
 -- The same logits whatever R, drawn once here: the forked ranks share them
 -- and each copies its columns to its GPU.
 local full = gs.randn({ N, V }, { std = 2, dtype = opts.dtype, seed = 11 })
 local target = gs.randint(0, V, { N }, { dtype = "i64", seed = 5 })
 
+-- Per rank: its shard of the logits on its device; `unsharded` times the
+-- single-device kernel over all V columns instead (one rank). Two ways:
+-- the gradient in a new tensor, and written over the logits (inplace; the
+-- reps after the first then run on gradients, which costs the same). The
+-- loss is the first call's: the same on every line, since the sharded runs
+-- compute the unsharded loss.
 local function measure(R, backend, unsharded)
   local parts = shards(R)
   local res = gs.dist.run(R, function(comm)
     local p = parts[comm.rank]
     local x = full:cols_view(p.start, p.width):contiguous():to(opts.device)
     local t = target:to(opts.device)
-    local o = { grad = true }
-    if not unsharded then o.comm, o.vocab_start = comm, p.start end
-    local times, loss = {}, nil
-    for k = 0, opts.reps do -- call 0 warms up
-      comm:barrier()
-      local t0 = gs.now()
-      local l = gs.cross_entropy(x, t, o)
-      loss = l:to("cpu"):item() -- waits for the GPU
-      local dt = gs.tensor({ gs.now() - t0 }, { dtype = "f64" })
-      local slowest = comm:all_reduce(dt, "max"):get(0)
-      if k > 0 then times[#times + 1] = slowest end
-      collectgarbage()
-      collectgarbage() -- frees the last call's gradient now, not at some later collection
+    local out = {}
+    for _, inplace in ipairs({ false, true }) do
+      local o = { grad = true, inplace = inplace }
+      if not unsharded then o.comm, o.vocab_start = comm, p.start end
+      local times, loss = {}, nil
+      for k = 0, opts.reps do -- call 0 warms up
+        comm:barrier()
+        local t0 = gs.now()
+        local l = gs.cross_entropy(x, t, o)
+        local value = l:to("cpu"):item() -- waits for the device
+        local dt = gs.tensor({ gs.now() - t0 }, { dtype = "f64" })
+        local slowest = comm:all_reduce(dt, "max"):get(0)
+        if k == 0 then loss = value else times[#times + 1] = slowest end
+        collectgarbage()
+        collectgarbage() -- frees the last call's gradient now, not at some later collection
+      end
+      local med = median(times)
+      out[inplace and "inplace" or "new"] = { median = med, min = times[1], loss = loss }
     end
-    return { median = median(times), min = times[1], loss = loss }
+    return out
   end, { backend = opts.device == "cpu" and "cpu" or backend, timeout = 600 })
   return res[1]
 end
 
 local gib = N * V * 2 * (opts.dtype == "f32" and 4 or 2) / 2 ^ 30 -- logits read + gradient written
-print(string.format("vocab-parallel fused cross entropy forward+backward, %d x %d %s (%.2f GiB moved per call)",
-  N, V, opts.dtype, gib))
+print(string.format("vocab-parallel fused cross entropy forward+backward, %d x %d %s on %s (%.2f GiB moved per call)",
+  N, V, opts.dtype, opts.device, gib))
 local nccl, why = gs.dist.nccl_info()
 print(nccl and string.format("NCCL %d from %s", nccl.version, nccl.path) or ("NCCL unavailable: " .. tostring(why)))
 local gpus = opts.device == "cpu" and opts.ranks or gs.dist.gpu_count()
-print(string.format("%d GPU(s) visible", gpus))
+print(string.format("%d device(s); median of %d calls, ms (min), the slowest rank's, first call's loss", gpus, opts.reps))
+
+local function line(label, m, base)
+  local ratio = base and string.format("   %.2fx / %.2fx the 1-device time", m.new.median / base.new.median,
+    m.inplace.median / base.inplace.median) or ""
+  print(string.format("  %-40s new grad %8.3f (%8.3f)   inplace %8.3f (%8.3f)   loss %.6f%s", label,
+    m.new.median * 1e3, m.new.min * 1e3, m.inplace.median * 1e3, m.inplace.min * 1e3, m.new.loss, ratio))
+end
 
 local base = measure(1, "cpu", true)
-print(string.format("  1 GPU,  unsharded %s kernel:           %8.3f ms (loss %.6f)", opts.device, base.median * 1e3, base.loss))
-if nccl then
-  local one = measure(1, "nccl", false)
-  print(string.format("  1 GPU,  vocab-parallel R=1 over NCCL:    %8.3f ms (loss %.6f)  %.2fx the unsharded time",
-    one.median * 1e3, one.loss, one.median / base.median))
-end
+line("1 device, unsharded kernel", base)
+if nccl or opts.device == "cpu" then line("1 device, vocab-parallel R=1", measure(1, "nccl", false), base) end
 local R = opts.ranks
-if not nccl then
+if not nccl and opts.device ~= "cpu" then
   print(string.format("  %d GPUs: not run (NCCL unavailable)", R))
 elseif gpus < R then
-  print(string.format("  %d GPUs: not available (%d visible): only R = 1 was measured", R, gpus))
+  print(string.format("  %d GPUs were not available (%d visible): only R = 1 was measured", R, gpus))
 else
-  local many = measure(R, "nccl", false)
-  print(string.format("  %d GPUs, vocab-parallel R=%d over NCCL:    %8.3f ms (loss %.6f)  speed-up %.2fx over 1 GPU",
-    R, R, many.median * 1e3, many.loss, base.median / many.median))
+  line(string.format("%d devices, vocab-parallel R=%d", R, R), measure(R, "nccl", false), base)
 end
