@@ -67,7 +67,7 @@ M.option_sets = {
   { name = "sum", opts = { reduction = "sum" } },
   { name = "none with per-row grad_output", opts = { reduction = "none" }, per_row_go = true },
   { name = "weight and label smoothing", opts = { label_smoothing = 0.2 }, weight = true },
-  { name = "z-loss", opts = { lse_square_scale = 0.01, reduction = "mean" } },
+  { name = "z-loss, grad_output 0.7", opts = { lse_square_scale = 0.01, reduction = "mean" }, go = 0.7 },
   { name = "softcap and logit_scale", opts = { softcap = 3, logit_scale = 1.7 } },
   { name = "negative logit_scale, ignore_index 3", opts = { logit_scale = -0.8, ignore_index = 3 } },
   { name = "everything at once", opts = { label_smoothing = 0.1, lse_square_scale = 1e-3, softcap = 8,
@@ -91,11 +91,12 @@ function M.check(c)
   local o = M.copy(c.set.opts)
   local real = (c.backend == "ref") and "f64" or "f32"
   local w = c.set.weight and gs.rand({ V }, { dtype = "f32" }) or nil
-  local go = c.set.per_row_go and gs.randn({ N }, { dtype = real }) or nil
+  local go = c.set.per_row_go and gs.randn({ N }, { dtype = real }) or c.set.go
   local full_o = M.copy(o)
   full_o.backend = c.expect or c.backend
   full_o.weight = w
-  local go_full = go and go:to((c.expect or c.backend) == "ref" and "f64" or "f32") or nil
+  local go_full = go
+  if gs.is_tensor(go) then go_full = go:to((c.expect or c.backend) == "ref" and "f64" or "f32") end
   full_o.grad_output = go_full
   local full = M.all_ops(x, t, full_o, go_full)
   local parts = M.shards(V, c.R)
@@ -109,7 +110,7 @@ function M.check(c)
       for j = p.start, p.start + p.width - 1 do slice[#slice + 1] = w:get(j) end
       mine.weight = gs.tensor(slice, { dtype = "f32" }):to(device)
     end
-    local g = go and go:to(device) or nil
+    local g = gs.is_tensor(go) and go:to(device) or go
     mine.grad_output = g
     return M.all_ops(x:cols_view(p.start, p.width):contiguous():to(device), t:to(device), mine, g)
   end, { timeout = 60, backend = c.comm or "cpu" })
