@@ -542,16 +542,6 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
       return fmaf(x, s, -m);
     };
 
-    // Entropy's z - m in double, for its mean and gradient only (its terms
-    // e_j still come from dof, so that the max's term is exactly 1): the f32
-    // z = c tanh(a) is off by up to a unit of c, which the gradient's
-    // mean - (z_j - m) turns into a large relative error where the two are
-    // close.
-    auto dent64 = [&](float x, float m) {
-      if (softcap) return (double)p.c * tanh((double)x * (double)s_over_c) - (double)m;
-      return (double)__fmul_rn(x, s) - (double)m;
-    };
-
     // Whole vectors in a loop whose lane count is a constant; the one ragged
     // vector at the end of a chunk (if any) in a call of its own.
     const int nfull = clen / NV, rem = clen - nfull * NV;
@@ -617,7 +607,7 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
           if (k < nvalid) {
             const float d = dof(x[k], msafe, with_ent);
             e[k] = ex2(d * kLog2e);
-            if (ENT) q64 += e[k] != 0.f ? (double)e[k] * dent64(x[k], msafe) : 0.0;  // p log p -> 0; NaN stays
+            if (ENT) q64 += e[k] != 0.f ? (double)e[k] * (double)d : 0.0;  // p log p -> 0; NaN stays
             if (SM) {
               const float w = weighted_smooth ? weight[c0 + j0 + k] : 1.f;
               acc[2] = fmaf(w, d, acc[2]);
@@ -893,13 +883,13 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
             float sech2;
             const float d = softcap_z(x[k], s_over_c, p.c, &sech2) - ms;
             const float e = ex2(d * kLog2e);
-            if (ENT) gv[k] = (e != 0.f ? e * ri.gp * (float)(ri.qn64 - dent64(x[k], ms)) : 0.f) * (s * sech2);
+            if (ENT) gv[k] = (e != 0.f ? e * ri.gp * (float)(ri.qn64 - (double)d) : 0.f) * (s * sech2);
             else if (WIDE) gv[k] = (float)(((double)e * ri.ap64 - ri.bw64 * w) * ((double)s * sech2));
             else gv[k] = fmaf(e, ri.ap, -ri.bw * w) * (s * sech2);
           } else {
             const float d = dof(x[k], ms, with_ent);
             const float e = ex2(d * kLog2e);
-            if (ENT) gv[k] = (e != 0.f ? e * ri.gp * (float)(ri.qn64 - dent64(x[k], ms)) : 0.f) * s;
+            if (ENT) gv[k] = (e != 0.f ? e * ri.gp * (float)(ri.qn64 - (double)d) : 0.f) * s;
             else if (WIDE) gv[k] = (float)(((double)e * ri.ap64 - ri.bw64 * w) * (double)s);
             else gv[k] = fmaf(e, aps, -bws * w);  // the chain factor s is folded into aps and bws
           }
