@@ -381,6 +381,64 @@ struct RowInfo {
 
 // GEN = false is the hot path, compiled without softcap, entropy and class
 // weights so that it fits 3 CTAs of 256 threads per SM (<= 80 registers).
+// The rare rows whose f32 scalars overflow (logits near FLT_MAX), redone in
+// double; ce_rows_body finds them from values the row has anyway, so that
+// ordinary rows pay a comparison. Out of line: inlined, this code took
+// registers from the hot kernels' loops, which then spilled.
+struct RareRow {
+  float Ms, logS, R, S, et, xt, zt, W, wt, g, gz, chain_t, s, eps, lam;
+  int64_t v;
+};
+
+// The loss: an intermediate may have overflowed where the loss fits f32:
+// the smoothing sum (W log S - WD), or z_t - max (their difference exceeds
+// FLT_MAX, yet (1 - eps) w_t times it may not, and is 0 for eps = 1, where
+// inf * 0 gave NaN). Redone in double from the chunks' double sums (wd:
+// this lane's chunk's sum relative to the row max; 0 past the cluster); a
+// loss that is inf or NaN exactly (a -inf target, a NaN logit) comes out the
+// same. Called by the whole warp (a warp sum).
+struct RareLoss {
+  float ce, zl, loss;
+};
+__device__ __noinline__ RareLoss rare_loss(RareRow r, double wd, bool smooth, bool softcap) {
+  const double WD64 = smooth ? warp_sum_d(wd) : 0.0;
+  const double dt64 = softcap ? (double)r.zt - (double)r.Ms : fma((double)r.xt, (double)r.s, -(double)r.Ms);
+  const double nll64 = r.et > 0.25f ? (double)log1pf(r.R / r.et) : (double)r.logS - dt64;
+  const double smo64 = smooth ? (double)r.W * r.logS - WD64 : 0.0;
+  const double ce64 = (1.0 - (double)r.eps) * r.wt * nll64 + (smooth ? (double)r.eps / (double)r.v * smo64 : 0.0);
+  const double lse64 = (double)r.Ms + r.logS;
+  const double zl64 = r.lam != 0.f ? (double)r.lam * lse64 * lse64 : 0.0;
+  return RareLoss{(float)ce64, (float)zl64, (float)(ce64 + zl64)};
+}
+
+// The gradient's constants overflow f32 (z-loss or a large grad_output on
+// logits near FLT_MAX: 2 lam lse is inf), so that e_j * ap is inf * 0 = NaN
+// where p_j = 0, whose exact gradient is 0 (or -1 in the target column).
+// They are taken in double, and pass 3 of this row multiplies in double and
+// rounds once. ce: cross entropy, else log_probs.
+struct RareGrad {
+  double ap64, bw64;
+  float dxt;
+};
+__device__ __noinline__ RareGrad rare_grad(RareRow r, bool ce, bool smooth) {
+  RareGrad o;
+  if (ce) {
+    const double ze64 = smooth ? (double)r.g * ((double)r.eps / (double)r.v) : 0.0;
+    const double zz64 = r.lam != 0.f ? (double)r.gz * 2.0 * (double)r.lam * ((double)r.Ms + r.logS) : 0.0;
+    const double a_other64 = ze64 * r.W + zz64;
+    const double a_nll64 = (double)r.g * (1.0 - (double)r.eps) * r.wt;
+    o.ap64 = (a_nll64 + a_other64) / r.S;
+    o.bw64 = ze64;
+    const double dzt64 = -a_nll64 * ((double)r.R / r.S) + a_other64 * ((double)r.et / r.S) - ze64 * r.wt;
+    o.dxt = (float)(dzt64 * r.chain_t);
+  } else {
+    o.ap64 = -(double)r.g / r.S;
+    o.bw64 = 0.0;
+    o.dxt = (float)((double)r.g * ((double)r.R / r.S) * r.chain_t);
+  }
+  return o;
+}
+
 // CL = false: one CTA per row, on every GPU; CL = true: a cluster of K CTAs
 // per row (sm_90 and newer).
 template <typename T, bool RES, bool GEN, bool CL>
@@ -800,45 +858,20 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
         // The rare rows whose f32 scalars overflow (logits near FLT_MAX), found
         // from values the row has anyway: ordinary rows pay a comparison.
         if (p.op == OP_CE && p.want_loss && !isfinite(loss)) {
-          // An intermediate may have overflowed where the loss fits f32: the
-          // smoothing sum (W log S - WD), or z_t - max (their difference
-          // exceeds FLT_MAX, yet (1 - eps) w_t times it may not, and is 0 for
-          // eps = 1, where inf * 0 gave NaN). Redone in double from the
-          // chunks' double sums; a loss that is inf or NaN exactly (a -inf
-          // target, a NaN logit) comes out the same.
-          const double WD64 =
-              smooth ? warp_sum_d(lane < K ? q.wd64 + ((double)qms - (double)Ms) * (double)q.ws : 0.0) : 0.0;
-          const double dt64 = softcap ? (double)zt - (double)Ms : fma((double)xt, (double)s, -(double)Ms);
-          const double nll64 = et > 0.25f ? (double)log1pf(R / et) : (double)logS - dt64;
-          const double smo64 = smooth ? (double)W * logS - WD64 : 0.0;
-          const double ce64 = (1.0 - (double)p.eps) * wt * nll64 + (smooth ? (double)p.eps / (double)p.v * smo64 : 0.0);
-          const double lse64 = (double)Ms + logS;
-          const double zl64 = p.lam != 0.f ? (double)p.lam * lse64 * lse64 : 0.0;
-          ce = (float)ce64;
-          zl = (float)zl64;
-          loss = (float)(ce64 + zl64);
+          const RareRow r = {Ms, logS, R, S, et, xt, zt, W, wt, g, gz, chain_t, s, p.eps, p.lam, p.v};
+          const double wd = lane < K ? q.wd64 + ((double)qms - (double)Ms) * (double)q.ws : 0.0;
+          const RareLoss o = rare_loss(r, wd, smooth, softcap);
+          ce = o.ce;
+          zl = o.zl;
+          loss = o.loss;
         }
         if (p.grad && p.op != OP_ENT && !(isfinite(ri.ap * s) && isfinite(ri.bw * s) && isfinite(ri.dxt))) {
-          // The gradient's constants overflow f32 (z-loss or a large
-          // grad_output on logits near FLT_MAX: 2 lam lse is inf), so that
-          // e_j * ap is inf * 0 = NaN where p_j = 0, whose exact gradient is 0
-          // (or -1 in the target column). They are taken in double, and pass 3
-          // of this row multiplies in double and rounds once.
+          const RareRow r = {Ms, logS, R, S, et, xt, zt, W, wt, g, gz, chain_t, s, p.eps, p.lam, p.v};
+          const RareGrad o = rare_grad(r, p.op == OP_CE, smooth);
           ri.wide = 1;
-          if (p.op == OP_CE) {
-            const double ze64 = smooth ? (double)g * ((double)p.eps / (double)p.v) : 0.0;
-            const double zz64 = p.lam != 0.f ? (double)gz * 2.0 * (double)p.lam * ((double)Ms + logS) : 0.0;
-            const double a_other64 = ze64 * W + zz64;
-            const double a_nll64 = (double)g * (1.0 - (double)p.eps) * wt;
-            ri.ap64 = (a_nll64 + a_other64) / S;
-            ri.bw64 = ze64;
-            const double dzt64 = -a_nll64 * ((double)R / S) + a_other64 * ((double)et / S) - ze64 * wt;
-            ri.dxt = (float)(dzt64 * chain_t);
-          } else {
-            ri.ap64 = -(double)g / S;
-            ri.bw64 = 0.0;
-            ri.dxt = (float)((double)g * ((double)R / S) * chain_t);
-          }
+          ri.ap64 = o.ap64;
+          ri.bw64 = o.bw64;
+          ri.dxt = o.dxt;
         }
       }
 
