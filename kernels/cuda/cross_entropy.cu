@@ -264,6 +264,12 @@ __device__ __forceinline__ double warp_sum_d(double x) {
   return x;
 }
 
+__device__ __forceinline__ double warp_max_d(double x) {
+#pragma unroll
+  for (int o = 16; o; o >>= 1) x = fmax(x, __shfl_xor_sync(0xffffffffu, x, o));
+  return x;
+}
+
 __device__ __forceinline__ double block_sum_d(double v, double *red) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
   v = warp_sum_d(v);
@@ -360,10 +366,15 @@ template <bool CL> __device__ __forceinline__ void cluster_wait() {
 // (logits near FLT_MAX), the chunk's sum redone in double. Entropy sums q in
 // double (q64; q is unused): its gradient p_j (mean - (z_j - m)) cancels
 // where z_j is near the mean, and an f32 sum's rounding, about 1e-7 of a
-// mean of a few units, would be most of what is left there.
+// mean of a few units, would be most of what is left there. Under softcap
+// q64 sums e_j (z64_j - m64): z64 = c tanh(x s / c) in double (the f32 z is
+// off by up to half a unit of c, which that cancellation would magnify),
+// relative to m64, the z64 of the chunk's extreme logit, so that the max's
+// own column gives exactly 0 (its term e is exactly 1: a confident row's
+// entropy is the small rest). m64 is -inf for a chunk without columns.
 struct Partial {
   float m, r, q, wd, ws;
-  double wd64, q64;
+  double wd64, q64, m64;
 };
 
 // What every thread of a row needs for the gradient pass.
@@ -374,6 +385,7 @@ struct RowInfo {
   float gp;     // entropy: dz_j = e_j * gp * (qn - (z_j - ms))
   float qn;
   double qn64;  // entropy: the mean in double, for qn - (z_j - ms) without its rounding
+  double ms64;  // entropy under softcap: the row's m64, which qn64 and z64_j - ms64 are relative to
   float dxt;    // the target column's gradient, computed without cancellation
   int wide;     // ap, bw overflow f32 (or give inf * 0): the gradient from ap64, bw64
   double ap64, bw64;
@@ -599,6 +611,8 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
       if (decltype(from_z)::value) return __fsub_rn(__fmul_rn(x, s), m);
       return fmaf(x, s, -m);
     };
+    // Entropy under softcap: z in double (see Partial::q64); x s / c is exact.
+    auto z64of = [&](float x) { return (double)p.c * tanh((double)x * (double)s_over_c); };
 
     // Whole vectors in a loop whose lane count is a constant; the one ragged
     // vector at the end of a chunk (if any) in a call of its own.
@@ -623,8 +637,22 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
     // Pass 1: this chunk's max. Lanes past the chunk never enter (masking
     // after the transform: a padded lane's z would not be -inf under softcap).
     // Without softcap max(s x) = |s| max(sign(s) x), rounding being monotone.
-    float mx = -INFINITY;
-    if (softcap) {
+    // Entropy under softcap also finds the logit whose z64 is the chunk's
+    // reference m64 (Partial): z is monotone in x s / c, so the max of
+    // sg x, sg = +-1 the sign of s / c.
+    float mx = -INFINITY, xe = -INFINITY;
+    const float sg = s_over_c < 0.f ? -1.f : 1.f;
+    if (softcap && is_ent) {
+      for_vecs([&](int, const float *x, int nvalid) {
+#pragma unroll
+        for (int k = 0; k < NV; k++) {
+          if (k < nvalid) {
+            mx = fmaxf(mx, zof(x[k]));
+            xe = fmaxf(xe, sg * x[k]);
+          }
+        }
+      });
+    } else if (softcap) {
       for_vecs([&](int, const float *x, int nvalid) {
 #pragma unroll
         for (int k = 0; k < NV; k++)
@@ -647,6 +675,11 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
     }
     const float m = block_max(mx, red);
     const float msafe = m == -INFINITY ? 0.f : m;
+    double m64 = -INFINITY;  // no column (or NaN only): the combine skips this chunk
+    if (softcap && is_ent) {
+      xe = block_max(xe, red);
+      if (m != -INFINITY) m64 = z64of(sg * xe);
+    }
 
     // Pass 2: sums relative to this chunk's max. Smoothing and entropy are
     // compile-time choices so that the common loop carries no branch for them.
@@ -665,7 +698,7 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
           if (k < nvalid) {
             const float d = dof(x[k], msafe, with_ent);
             e[k] = ex2(d * kLog2e);
-            if (ENT) q64 += e[k] != 0.f ? (double)e[k] * (double)d : 0.0;  // p log p -> 0; NaN stays
+            if (ENT) q64 += e[k] != 0.f ? (double)e[k] * (softcap ? z64of(x[k]) - m64 : (double)d) : 0.0;  // p log p -> 0; NaN stays
             if (SM) {
               const float w = weighted_smooth ? weight[c0 + j0 + k] : 1.f;
               acc[2] = fmaf(w, d, acc[2]);
@@ -732,6 +765,7 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
       part.ws = acc[3];
       part.wd64 = wd64;
       part.q64 = q64;
+      if (softcap && is_ent) part.m64 = m64;  // read only then
     }
     if (K > 1) {
       cluster_arrive<CL>();  // every partial of the cluster is visible after the wait
@@ -746,21 +780,29 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
     // need); lane 0 writes them.
     if (tid < 32) {
       const int lane = tid;
-      Partial q = {-INFINITY, 0.f, 0.f, 0.f, 0.f, 0.0, 0.0};
+      Partial q = {-INFINITY, 0.f, 0.f, 0.f, 0.f, 0.0, 0.0, -INFINITY};
       if (lane < K) q = *(K > 1 ? cluster_peer<CL>(&part, lane) : &part);
       const float M = warp_max(q.m);
       const float Ms = M == -INFINITY ? 0.f : M;
       const float qms = q.m == -INFINITY ? 0.f : q.m;
       const float f = (lane < K && q.m != -INFINITY) ? ex2((q.m - Ms) * kLog2e) : 0.f;
       float R, BIG = 0.f;
-      double Q64 = 0.0;
+      double Q64 = 0.0, M64 = 0.0;
       if (is_ent) {
         // The terms >= 1/2 of the chunks at the row max (f = 1 there) stay
-        // apart in BIG; every other term, scaled, goes to R.
+        // apart in BIG; every other term, scaled, goes to R. Q64 moves each
+        // chunk's sum to the row's reference: Ms, or under softcap M64, the
+        // largest m64 (the z64 of the row's extreme logit), which every CTA
+        // takes from the same partials.
         const bool at_max = lane < K && q.m == M;
         BIG = warp_sum(at_max ? q.wd : 0.f);
         R = warp_sum(f * q.r + (at_max ? 0.f : f * q.wd));
-        Q64 = warp_sum_d(f != 0.f ? (double)f * (q.q64 + ((double)qms - (double)Ms) * ((double)q.r + (double)q.wd)) : 0.0);
+        if (softcap) {
+          M64 = warp_max_d(q.m64);
+          if (M64 == -INFINITY) M64 = 0.0;
+        }
+        const double shift = softcap ? q.m64 - M64 : (double)qms - (double)Ms;
+        Q64 = warp_sum_d(f != 0.f ? (double)f * (q.q64 + shift * ((double)q.r + (double)q.wd)) : 0.0);
       } else {
         R = warp_sum(f * q.r);
       }
@@ -808,6 +850,7 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
       ri.gp = 0.f;
       ri.qn = 0.f;
       ri.qn64 = 0.0;
+      ri.ms64 = M64;
       ri.bw = 0.f;
       ri.wide = 0;
       ri.ap64 = 0.0;
@@ -916,7 +959,7 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
             float sech2;
             const float d = softcap_z(x[k], s_over_c, p.c, &sech2) - ms;
             const float e = ex2(d * kLog2e);
-            if (ENT) gv[k] = (e != 0.f ? e * ri.gp * (float)(ri.qn64 - (double)d) : 0.f) * (s * sech2);
+            if (ENT) gv[k] = (e != 0.f ? e * ri.gp * (float)(ri.qn64 - (z64of(x[k]) - ri.ms64)) : 0.f) * (s * sech2);
             else if (WIDE) gv[k] = (float)(((double)e * ri.ap64 - ri.bw64 * w) * ((double)s * sech2));
             else gv[k] = fmaf(e, ri.ap, -ri.bw * w) * (s * sech2);
           } else {
