@@ -371,10 +371,12 @@ template <bool CL> __device__ __forceinline__ void cluster_wait() {
 // off by up to half a unit of c, which that cancellation would magnify),
 // relative to m64, the z64 of the chunk's extreme logit, so that the max's
 // own column gives exactly 0 (its term e is exactly 1: a confident row's
-// entropy is the small rest). m64 is -inf for a chunk without columns.
+// entropy is the small rest). m64 is -inf for a chunk without columns. It
+// lives beside the partial (part_m64 in ce_rows_body), not in it, so that
+// the hot kernels' code, which never uses it, stays as it was.
 struct Partial {
   float m, r, q, wd, ws;
-  double wd64, q64, m64;
+  double wd64, q64;
 };
 
 // What every thread of a row needs for the gradient pass.
@@ -385,7 +387,6 @@ struct RowInfo {
   float gp;     // entropy: dz_j = e_j * gp * (qn - (z_j - ms))
   float qn;
   double qn64;  // entropy: the mean in double, for qn - (z_j - ms) without its rounding
-  double ms64;  // entropy under softcap: the row's m64, which qn64 and z64_j - ms64 are relative to
   float dxt;    // the target column's gradient, computed without cancellation
   int wide;     // ap, bw overflow f32 (or give inf * 0): the gradient from ap64, bw64
   double ap64, bw64;
@@ -462,6 +463,9 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
   __shared__ double red64[kMaxWarps];
   __shared__ Partial part;
   __shared__ RowInfo info;
+  // Entropy under softcap only (see Partial): this chunk's m64, and the
+  // row's, which qn64 and every z64_j - ms64 of the gradient are relative to.
+  __shared__ double part_m64, ms64_sh;
   __shared__ float xt_sh, wt_sh;
 
   const int K = cluster_size<CL>();
@@ -765,7 +769,7 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
       part.ws = acc[3];
       part.wd64 = wd64;
       part.q64 = q64;
-      if (softcap && is_ent) part.m64 = m64;  // read only then
+      if (softcap && is_ent) part_m64 = m64;
     }
     if (K > 1) {
       cluster_arrive<CL>();  // every partial of the cluster is visible after the wait
@@ -780,7 +784,7 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
     // need); lane 0 writes them.
     if (tid < 32) {
       const int lane = tid;
-      Partial q = {-INFINITY, 0.f, 0.f, 0.f, 0.f, 0.0, 0.0, -INFINITY};
+      Partial q = {-INFINITY, 0.f, 0.f, 0.f, 0.f, 0.0, 0.0};
       if (lane < K) q = *(K > 1 ? cluster_peer<CL>(&part, lane) : &part);
       const float M = warp_max(q.m);
       const float Ms = M == -INFINITY ? 0.f : M;
@@ -797,11 +801,13 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
         const bool at_max = lane < K && q.m == M;
         BIG = warp_sum(at_max ? q.wd : 0.f);
         R = warp_sum(f * q.r + (at_max ? 0.f : f * q.wd));
+        double qm64 = -INFINITY;
         if (softcap) {
-          M64 = warp_max_d(q.m64);
+          if (lane < K) qm64 = *(K > 1 ? cluster_peer<CL>(&part_m64, lane) : &part_m64);
+          M64 = warp_max_d(qm64);
           if (M64 == -INFINITY) M64 = 0.0;
         }
-        const double shift = softcap ? q.m64 - M64 : (double)qms - (double)Ms;
+        const double shift = softcap ? qm64 - M64 : (double)qms - (double)Ms;
         Q64 = warp_sum_d(f != 0.f ? (double)f * (q.q64 + shift * ((double)q.r + (double)q.wd)) : 0.0);
       } else {
         R = warp_sum(f * q.r);
@@ -850,7 +856,6 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
       ri.gp = 0.f;
       ri.qn = 0.f;
       ri.qn64 = 0.0;
-      ri.ms64 = M64;
       ri.bw = 0.f;
       ri.wide = 0;
       ri.ap64 = 0.0;
@@ -920,6 +925,7 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
 
       if (lane == 0) {
         info = ri;
+        if (softcap && is_ent) ms64_sh = M64;
         if (leader && p.want_loss) {
           if (p.loss) p.loss[row] = loss;
           if (p.rowbuf) {
@@ -944,6 +950,7 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
     // carries no branch for them.
     const RowInfo ri = info;
     const float ms = ri.ms;
+    const double ms64 = softcap && is_ent ? ms64_sh : 0.0;
     auto pass3 = [&](auto with_ent, auto with_wide) {
       constexpr bool ENT = decltype(with_ent)::value;
       constexpr bool WIDE = decltype(with_wide)::value;
@@ -959,7 +966,7 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
             float sech2;
             const float d = softcap_z(x[k], s_over_c, p.c, &sech2) - ms;
             const float e = ex2(d * kLog2e);
-            if (ENT) gv[k] = (e != 0.f ? e * ri.gp * (float)(ri.qn64 - (z64of(x[k]) - ri.ms64)) : 0.f) * (s * sech2);
+            if (ENT) gv[k] = (e != 0.f ? e * ri.gp * (float)(ri.qn64 - (z64of(x[k]) - ms64)) : 0.f) * (s * sech2);
             else if (WIDE) gv[k] = (float)(((double)e * ri.ap64 - ri.bw64 * w) * ((double)s * sech2));
             else gv[k] = fmaf(e, ri.ap, -ri.bw * w) * (s * sech2);
           } else {
