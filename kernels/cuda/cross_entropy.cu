@@ -368,7 +368,7 @@ template <bool CL> __device__ __forceinline__ void cluster_wait() {
 // where z_j is near the mean, and an f32 sum's rounding, about 1e-7 of a
 // mean of a few units, would be most of what is left there. Under softcap
 // q64 sums e_j (z64_j - m64): z64 = c tanh(x s / c) in double (the f32 z is
-// off by up to half a unit of c, which that cancellation would magnify),
+// off by up to half an ulp of c, which that cancellation would magnify),
 // relative to m64, the z64 of the chunk's extreme logit, so that the max's
 // own column gives exactly 0 (its term e is exactly 1: a confident row's
 // entropy is the small rest). m64 is -inf for a chunk without columns. It
