@@ -201,9 +201,6 @@ end
 -- The active black-box perturbation (gradspec mutate --backend), if any.
 local perturb = os.getenv("GRADSPEC_PERTURB") and require("gradspec.perturb") or nil
 
-local kinds = { loss = "value", lse = "aux", z_loss = "aux", grad = "gradient", result = "value" }
-local what = { loss = "loss", lse = "lse", z_loss = "z_loss", grad = "gradient", result = "result" }
-
 -- Runs op on the backend opts picks and returns its named outputs
 -- ({loss, lse, z_loss, grad} or {result} or {grad}), each tracked.
 function M.run(op, logits, target, grad_output, opts, level)
@@ -225,9 +222,7 @@ function M.run(op, logits, target, grad_output, opts, level)
   else outs = run_lua(op, e, logits, target, grad_output, opts, level) end
   if p then p.outputs(outs, logits, target, grad_output, opts) end
   if guards then guards:check(e.name, op, level) end
-  for _, k in ipairs({ "loss", "result", "lse", "z_loss", "grad" }) do
-    if outs[k] then track.record(outs[k], op, what[k], kinds[k]) end
-  end
+  track.record_outputs(outs, op)
   outs.backend = e.name
   return outs
 end

@@ -340,6 +340,8 @@ end
 local json_escapes = { ['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = "\\f", ["\n"] = "\\n",
   ["\r"] = "\\r", ["\t"] = "\\t" }
 
+M.utf8_clean = utf8_clean
+
 local function json_string(s)
   s = utf8_clean(tostring(s))
   return '"' .. s:gsub('[%z\1-\31"\\]', function(c)

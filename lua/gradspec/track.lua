@@ -49,6 +49,16 @@ function M.record(t, op, what, kind)
 end
 
 -- Marks t and everything it was derived from as asserted.
+-- The named outputs of a loss op ({loss, result, lse, z_loss, grad}), each
+-- recorded with what it is and how strictly it must be asserted.
+local OUTPUT_KIND = { loss = "value", lse = "aux", z_loss = "aux", grad = "gradient", result = "value" }
+local OUTPUT_WHAT = { loss = "loss", lse = "lse", z_loss = "z_loss", grad = "gradient", result = "result" }
+function M.record_outputs(outs, op)
+  for _, k in ipairs({ "loss", "result", "lse", "z_loss", "grad" }) do
+    if outs[k] then M.record(outs[k], op, OUTPUT_WHAT[k], OUTPUT_KIND[k]) end
+  end
+end
+
 function M.mark(t, seen)
   if type(t) ~= "table" then return end
   seen = seen or {}

@@ -261,11 +261,7 @@ function M.run(op, logits, target, grad_output, opts, level)
     outs.grad = grad
   end
 
-  local kinds = { loss = "value", lse = "aux", z_loss = "aux", grad = "gradient", result = "value" }
-  local what = { loss = "loss", lse = "lse", z_loss = "z_loss", grad = "gradient", result = "result" }
-  for _, k in ipairs({ "loss", "result", "lse", "z_loss", "grad" }) do
-    if outs[k] then track.record(outs[k], op, what[k], kinds[k]) end
-  end
+  track.record_outputs(outs, op)
   outs.backend = e.name
   return outs
 end

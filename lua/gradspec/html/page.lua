@@ -22,28 +22,9 @@ function M.esc(s)
   return (s:gsub("[&<>\"']", ESC))
 end
 
--- Invalid UTF-8 bytes become U+FFFD, so that the page decodes as UTF-8.
-function M.utf8_clean(s)
-  local out, i, n = {}, 1, #s
-  while i <= n do
-    local c = s:byte(i)
-    local len = c < 0x80 and 1 or (c >= 0xC2 and c <= 0xDF) and 2 or (c >= 0xE0 and c <= 0xEF) and 3
-      or (c >= 0xF0 and c <= 0xF4) and 4 or 0
-    local ok = len > 0 and i + len - 1 <= n
-    for j = i + 1, ok and i + len - 1 or i do
-      local d = s:byte(j)
-      if d < 0x80 or d > 0xBF then ok = false end
-    end
-    if ok then
-      out[#out + 1] = s:sub(i, i + len - 1)
-      i = i + len
-    else
-      out[#out + 1] = "\239\191\189"
-      i = i + 1
-    end
-  end
-  return table.concat(out)
-end
+-- Invalid UTF-8 bytes become U+FFFD (the JSON report's rule), so that the
+-- page decodes as UTF-8.
+M.utf8_clean = require("gradspec.report").utf8_clean
 
 -- Numbers as a reader wants them: short, and nan/inf spelt out.
 function M.num(x, digits)
