@@ -83,6 +83,20 @@ describe("cuda errors and tensors", { tags = { "cuda" } }, function()
     assert.equal(d:to("cpu"), x)
     assert.equal(d:get(3, 4), x:get(3, 4))
   end)
+
+  it("copy_ between devices, each way, converting the dtype and keeping the row stride", function()
+    local x = gs.randn({ 4, 6 }, { dtype = "f32" })
+    local d = x:to("cuda")
+    local host = gs.zeros({ 4, 6 }, { dtype = "f64", stride = 8 })
+    host:copy_(d)                                   -- cuda -> cpu
+    assert.equal(host, x:to("f64"))
+    local dev = gs.zeros({ 4, 6 }, { dtype = "bf16", device = "cuda" })
+    dev:copy_(x)                                    -- cpu -> cuda
+    assert.equal(dev:to("cpu"), x:to("bf16"))
+    local dev2 = gs.zeros({ 4, 6 }, { dtype = "f32", device = "cuda" })
+    dev2:copy_(d)                                   -- cuda -> cuda
+    assert.equal(dev2:to("cpu"), x)
+  end)
 end)
 
 describe("cuda 64-bit offsets", { tags = { "cuda", "big" } }, function()

@@ -616,7 +616,11 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
       return fmaf(x, s, -m);
     };
     // Entropy under softcap: z in double (see Partial::q64); x s / c is exact.
-    auto z64of = [&](float x) { return (double)p.c * tanh((double)x * (double)s_over_c); };
+    // __dmul_rn: c tanh(.) rounded on its own, never fused into an FMA with
+    // the "- m64" that follows; otherwise the max's own z64 - m64 is the
+    // product's rounding error (~1e-15), not 0, and a confident row's
+    // entropy (~1e-26) drowns in it.
+    auto z64of = [&](float x) { return __dmul_rn((double)p.c, tanh((double)x * (double)s_over_c)); };
 
     // Whole vectors in a loop whose lane count is a constant; the one ragged
     // vector at the end of a chunk (if any) in a call of its own.

@@ -411,7 +411,13 @@ function Tensor:copy_(src)
   if src.rows ~= self.rows or src.cols ~= self.cols then
     fail(2, "copy_: shapes differ: %s vs %s", M.shape_string(self), M.shape_string(src))
   end
-  if self.device ~= "cpu" or src.device ~= "cpu" then
+  if self.device == "cpu" and src.device ~= "cpu" then
+    -- from the device: bring src over, then convert on the host
+    local tmp = src:to("cpu")
+    C.gs_convert(self:data(), self._dt.code, self.stride, tmp:data(), tmp._dt.code, tmp.stride, tmp.rows, tmp.cols)
+    return self
+  end
+  if self.device ~= "cpu" then
     local tmp = src:to({ device = "cpu", dtype = self.dtype })
     local back = copy(tmp, self._dt, self.device, self.stride)
     local n = self:span_elems() * self._dt.size
