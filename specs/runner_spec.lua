@@ -307,19 +307,18 @@ describe("errors in hooks and at load", function()
   end)
 end)
 
-describe("Ctrl-C", function()
-  it("SIGINT stops the children, removes the results files, says so and exits 130", function()
-    -- gradspec runs in the background with TMPDIR pointing at a fresh
-    -- directory; SIGINT goes to it once the hanging it has printed. Its
-    -- processes are found by a variable in their environment. (--timeout
-    -- bounds the hang where SIGINT does not stop it.)
-    local script = [=[
+-- Runs `gradspec run ARGS` in the background with TMPDIR pointing at a fresh
+-- directory, sends SIGINT once the shell condition `ready` holds (it may
+-- read "$out", the run's output, and "$d", its TMPDIR), and returns what the
+-- run printed with STATUS=, CHILDREN LEFT= (its processes, found by a
+-- variable in their environment, still alive) and TEMP FILES LEFT= lines.
+local function interrupted_run(args, ready)
+  local script = [=[
 d=$(mktemp -d); out=$(mktemp)
-GRADSPEC_SPEC_MARK="$d" TMPDIR="$d" "$GS" run specs/fixtures/runner/interrupt.lua specs/fixtures/runner/passing.lua \
-  --timeout 20 > "$out" 2>&1 &
+GRADSPEC_SPEC_MARK="$d" TMPDIR="$d" "$GS" run ]=] .. args .. [=[ > "$out" 2>&1 &
 pid=$!
 i=0
-while ! grep -q "hanging now" "$out"; do
+until ]=] .. ready .. [=[; do
   i=$((i+1)); if [ $i -gt 400 ]; then echo "NEVER STARTED"; break; fi; sleep 0.025
 done
 kill -INT $pid
@@ -335,7 +334,15 @@ echo "CHILDREN LEFT=$left"
 echo "TEMP FILES LEFT=$(ls -A "$d" | wc -l)"
 rm -rf "$d" "$out"
 ]=]
-    local out = process.run("GS=" .. process.quote(process.self_exe()) .. "; " .. script)
+  return process.run("GS=" .. process.quote(process.self_exe()) .. "; " .. script)
+end
+
+describe("Ctrl-C", function()
+  it("SIGINT stops the children, removes the results files, says so and exits 130", function()
+    -- SIGINT once the hanging it has printed (--timeout bounds the hang
+    -- where SIGINT does not stop it)
+    local out = interrupted_run("specs/fixtures/runner/interrupt.lua specs/fixtures/runner/passing.lua --timeout 20",
+      'grep -q "hanging now" "$out"')
     assert.is_false(has(out, "NEVER STARTED"), out)
     assert.is_true(has(out, "STATUS=130\n"), out)
     assert.is_true(has(out, "hanging now\n"), out)
@@ -351,29 +358,9 @@ rm -rf "$d" "$out"
     -- output goes to a temporary file in TMPDIR until its file is shown, so
     -- the script waits for the text there, and for the second file's it to
     -- have started (its "start" record in its results file).
-    local script = [=[
-d=$(mktemp -d); out=$(mktemp)
-GRADSPEC_SPEC_MARK="$d" TMPDIR="$d" "$GS" run specs/fixtures/runner/interrupt.lua specs/fixtures/runner/hang.lua \
-  specs/fixtures/runner/passing.lua -j 2 --timeout 20 > "$out" 2>&1 &
-pid=$!
-i=0
-until grep -qs "hanging now" "$d"/* && grep -qs 'start.*hang loops forever' "$d"/*; do
-  i=$((i+1)); if [ $i -gt 400 ]; then echo "NEVER STARTED"; break; fi; sleep 0.025
-done
-kill -INT $pid
-wait $pid
-echo "STATUS=$?"
-cat "$out"
-left=0
-for f in /proc/[0-9]*/environ; do
-  p=${f#/proc/}; p=${p%/environ}
-  if { tr '\0' '\n' < "$f"; } 2>/dev/null | grep -qx "GRADSPEC_SPEC_MARK=$d"; then left=$((left+1)); kill -9 "$p" 2>/dev/null; fi
-done
-echo "CHILDREN LEFT=$left"
-echo "TEMP FILES LEFT=$(ls -A "$d" | wc -l)"
-rm -rf "$d" "$out"
-]=]
-    local out = process.run("GS=" .. process.quote(process.self_exe()) .. "; " .. script)
+    local out = interrupted_run("specs/fixtures/runner/interrupt.lua specs/fixtures/runner/hang.lua "
+      .. "specs/fixtures/runner/passing.lua -j 2 --timeout 20",
+      'grep -qs "hanging now" "$d"/* && grep -qs \'start.*hang loops forever\' "$d"/*')
     assert.is_false(has(out, "NEVER STARTED"), out)
     assert.is_true(has(out, "STATUS=130\n"), out)
     assert.is_true(has(out, "hanging now\nspecs/fixtures/runner/interrupt.lua: 1 passed, 1 failed, 0 skipped"), out)
