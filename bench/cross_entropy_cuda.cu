@@ -4,7 +4,8 @@
 //
 //   bench_cross_entropy_cuda --check [--no-big] [--filter TEXT]
 //                                                  correctness, PASS/FAIL lines
-//   bench_cross_entropy_cuda [--sweep] [--reps N] timings
+//   bench_cross_entropy_cuda [--sweep] [--phases] [--reps N] [--filter TEXT]
+//                                                  timings (--filter: "bf16 8192x32000")
 //
 // Self-contained: the float64 reference below follows docs/losses.md
 // directly and shares no code with the kernels.
@@ -35,6 +36,7 @@ extern "C" {
 // Test hooks of kernels/cuda/cross_entropy.cu (not part of the contract).
 extern "C" void gs_ce_cuda_tune(int mode, int chunk_bytes, int max_cluster, int threads, int grid_cap);
 extern "C" const char *gs_ce_cuda_last_plan(void);
+extern "C" void gs_ce_cuda_phases(int skip);
 
 namespace {
 
@@ -909,7 +911,7 @@ float median(std::vector<float> x) {
   return x[x.size() / 2];
 }
 
-int run_bench(bool sweep, int reps) {
+int run_bench(bool sweep, bool phases, int reps, const char *filter) {
   const BenchCfg cfgs[] = {
       {GS_BF16, 8192, 32000, 1.02, 0.6},   {GS_BF16, 8192, 128256, 2.55, 2.3}, {GS_BF16, 4096, 256000, 2.90, 2.4},
       {GS_F32, 8192, 32000, 0, 0},         {GS_F32, 8192, 128256, 4.97, 4.6},  {GS_F32, 4096, 256000, 0, 0},
@@ -933,6 +935,9 @@ int run_bench(bool sweep, int reps) {
   CK(cudaEventCreate(&e1));
   std::vector<std::string> table;
   for (const BenchCfg &c : cfgs) {
+    char shape[64];
+    snprintf(shape, sizeof shape, "%s %lldx%lld", dname(c.d), (long long)c.n, (long long)c.v);
+    if (filter && !strstr(shape, filter)) continue;
     const size_t es = dsize(c.d), bytes = (size_t)c.n * c.v * es;
     DevMem dx(bytes), dg(bytes), dt(c.n * 8), dloss(4);
     fill_device(dx.p, c.d, c.n * c.v, 1234 + c.v, 2.0f);
@@ -957,42 +962,64 @@ int run_bench(bool sweep, int reps) {
     a.logit_scale = 1; a.reduction = GS_REDUCE_MEAN; a.loss = dloss.p;
     a.grad = dg.p; a.grad_dtype = c.d; a.grad_stride = c.v;
     gs_error err = {};
-    for (const Var &var : vars) {
-      gs_ce_cuda_tune(var.mode, var.chunk, var.maxk, var.threads, var.cap);
+    // One timed line: median of reps calls after 3 warm-ups. In place, the
+    // logits are restored from dx before every call (outside the events).
+    auto timed = [&](const char *name, const gs_ce_args &args, bool inplace, bool in_table) {
       std::vector<float> tk;
-      bool failed = false;
-      for (int r = 0; r < reps + 3 && !failed; r++) {
+      for (int r = 0; r < reps + 3; r++) {
+        if (inplace) CK(cudaMemcpyAsync(dg.p, dx.p, bytes, cudaMemcpyDeviceToDevice));
         CK(cudaEventRecord(e0));
-        gs_status st = gs_ce_forward_cuda(&a, &err);
+        gs_status st = gs_ce_forward_cuda(&args, &err);
         CK(cudaEventRecord(e1));
         CK(cudaEventSynchronize(e1));
         if (st != GS_OK) {
-          printf("%s %lldx%lld %s: status %d: %s\n", dname(c.d), (long long)c.n, (long long)c.v, var.name, (int)st,
-                 err.msg);
-          failed = true;
+          printf("%s %s: status %d: %s\n", shape, name, (int)st, err.msg);
+          return;
         }
         float ms;
         CK(cudaEventElapsedTime(&ms, e0, e1));
         if (r >= 3) tk.push_back(ms);
       }
-      if (failed) continue;
       const float ms = median(tk);
       std::sort(tk.begin(), tk.end());
       const std::string plan = gs_ce_cuda_last_plan();
       // Extra device memory: the peak during one call over what was in use before it.
+      if (inplace) CK(cudaMemcpyAsync(dg.p, dx.p, bytes, cudaMemcpyDeviceToDevice));
       const size_t before = gs_cuda_bytes_in_use();
       gs_cuda_reset_peak();
-      gs_ce_forward_cuda(&a, &err);
+      gs_ce_forward_cuda(&args, &err);
       const size_t extra = gs_cuda_peak_bytes() - before;
-      const double gbs = 3.0 * (double)bytes / (ms * 1e-3) / 1e9;
+      const double gbs = 2.0 * (double)bytes / (ms * 1e-3) / 1e9;
       char line[512];
-      snprintf(line, sizeof line, "%-4s %5lldx%-6lld %-11s %7.3f %7.3f %7.3f %7.0f %7.3f %6.2f %9zu %5.2f  %-5s %s",
-               dname(c.d), (long long)c.n, (long long)c.v, var.name, ms, tk.front(), tk.back(), gbs, copy_ms,
-               ms / copy_ms, extra, (double)extra / c.n, c.goal_ms > 0 ? (ms <= c.goal_ms ? "yes" : "NO") : "-",
-               plan.c_str());
+      snprintf(line, sizeof line, "%-4s %5lldx%-6lld %-11s %7.3f %7.3f %7.3f %7.0f %5.2f %7.3f %6.2f %9zu %5.2f  %-5s %s",
+               dname(c.d), (long long)c.n, (long long)c.v, name, ms, tk.front(), tk.back(), gbs, copy_ms / ms,
+               copy_ms, ms / copy_ms, extra, (double)extra / c.n,
+               c.goal_ms > 0 && !strcmp(name, "auto") ? (ms <= c.goal_ms ? "yes" : "NO") : "-", plan.c_str());
       printf("%s\n", line);
       fflush(stdout);
-      if (&var == &vars[0]) table.push_back(line);
+      if (in_table) table.push_back(line);
+    };
+    for (const Var &var : vars) {
+      gs_ce_cuda_tune(var.mode, var.chunk, var.maxk, var.threads, var.cap);
+      timed(var.name, a, false, &var == &vars[0]);
+    }
+    gs_ce_cuda_tune(0, 0, 0, 0, 0);
+    gs_ce_args ip = a;
+    ip.logits = dg.p;
+    timed("in-place", ip, true, true);
+    if (phases) {
+      // Where the time goes: each line leaves phases out (kernels/cuda/
+      // cross_entropy.cu, kSkip*); differences between lines are the
+      // phases' costs where they do not overlap.
+      gs_ce_args fw = a;
+      fw.grad = nullptr;
+      timed("-grad", fw, false, true);
+      gs_ce_cuda_phases(1);
+      timed("-stats", a, false, true);
+      timed("-stats-grad", fw, false, true);
+      gs_ce_cuda_phases(3);
+      timed("load+store", a, false, true);
+      gs_ce_cuda_phases(0);
     }
     gs_ce_cuda_tune(0, 0, 0, 0, 0);
     // Accuracy of the timed op's loss against float64 on the same data.
@@ -1034,11 +1061,15 @@ int run_bench(bool sweep, int reps) {
   }
   printf("\nfused forward+backward, mean, ~1/7 rows ignored, separate grad buffer; median of %d after 3 warm-up calls\n",
          reps);
-  printf("GB/s = 3 x N x V x bytes / time (read, read, write); x_copy = time / time of one device-to-device\n"
-         "cudaMemcpy of the logits (1 read + 1 write) in the same run; extra = peak device bytes during a call\n"
-         "over bytes in use before it (B and B/row)\n");
-  printf("%-4s %-12s %-11s %7s %7s %7s %7s %7s %6s %9s %5s  %-5s %s\n", "dt", "NxV", "variant", "ms", "min", "max",
-         "GB/s", "copy_ms", "x_copy", "extra_B", "B/row", "goal", "plan");
+  printf("GB/s = 2 x N x V x bytes / time (the logits read once, the gradient written once: the fewest bytes);\n"
+         "x_copy = time / time of one device-to-device cudaMemcpy of the logits (1 read + 1 write) in the same run,\n"
+         "goal <= 1.25; bw = its inverse, the fraction of the copy's bandwidth achieved; extra = peak device bytes\n"
+         "during a call over bytes in use before it (B and B/row). in-place: grad == logits.%s\n",
+         phases ? "\nPhases left out (kernels/cuda/cross_entropy.cu, kSkip*): -grad = forward only (no gradient pass);\n"
+                  "-stats = no max/sum passes; -stats-grad = load only; load+store = load, zeros stored, no arithmetic"
+                : "");
+  printf("%-4s %-12s %-11s %7s %7s %7s %7s %5s %7s %6s %9s %5s  %-5s %s\n", "dt", "NxV", "variant", "ms", "min", "max",
+         "GB/s", "bw", "copy_ms", "x_copy", "extra_B", "B/row", "goal", "plan");
   for (auto &l : table) printf("%s\n", l.c_str());
   return 0;
 }
@@ -1046,17 +1077,18 @@ int run_bench(bool sweep, int reps) {
 }  // namespace
 
 int main(int argc, char **argv) {
-  bool check = false, big = true, sweep = false;
+  bool check = false, big = true, sweep = false, phases = false;
   const char *filter = nullptr;
   int reps = 20;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--check")) check = true;
     else if (!strcmp(argv[i], "--no-big")) big = false;
     else if (!strcmp(argv[i], "--sweep")) sweep = true;
+    else if (!strcmp(argv[i], "--phases")) phases = true;
     else if (!strcmp(argv[i], "--filter") && i + 1 < argc) filter = argv[++i];
     else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = std::max(1, atoi(argv[++i]));
     else {
-      fprintf(stderr, "usage: %s [--check [--no-big] [--filter TEXT]] [--sweep] [--reps N]\n", argv[0]);
+      fprintf(stderr, "usage: %s [--check [--no-big] [--filter TEXT]] [--sweep] [--phases] [--reps N] [--filter TEXT]\n", argv[0]);
       return 2;
     }
   }
@@ -1067,5 +1099,5 @@ int main(int argc, char **argv) {
   }
   char desc[256];
   if (gs_cuda_describe(desc, sizeof desc, &err) == GS_OK) printf("device: %s\n", desc);
-  return check ? run_check(big, filter) : run_bench(sweep, reps);
+  return check ? run_check(big, filter) : run_bench(sweep, phases, reps, filter);
 }
