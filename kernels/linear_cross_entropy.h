@@ -18,6 +18,23 @@
  * accumulating across chunks in a 16-bit type loses the small terms. _cuda
  * takes that scratch from a caching pool that keeps it for the next call.
  *
+ * chunk_dtype is the dtype the chunk's logits are kept in (and G, written
+ * over them in place). The math of a 16-bit chunk_dtype is the loss of the
+ * rounded logits: x = round(h W^T + b) to nearest even in chunk_dtype, then
+ * cross entropy on x, and dh, dW, db are the gradient of that loss with the
+ * rounding taken as the identity (G = dLoss/dx of the rounded x, projected
+ * as above). GS_F32 (or 0, the code of a zeroed struct) keeps f32 logits
+ * and asks for no rounding: the f32 chunk is the backends' working
+ * precision, and _ref's logits stay f64. Per backend:
+ *   _ref   f32, bf16, f16 for any h: f64 logits rounded once to chunk_dtype
+ *   _cpu   f32, bf16, f16: the f32 chunk rounded in place (the same values,
+ *          no memory saved: the CPU kernel's G is f32)
+ *   _cuda  f32, or h's dtype when h is bf16 or f16: the logits GEMM writes
+ *          h's dtype (f32 accumulation, rounded once), the cross-entropy
+ *          kernel reads it (f32 arithmetic) and writes G over it: one chunk
+ *          buffer of rows x V x 2 bytes instead of f32 logits plus G
+ * Anything else (f64's code is 0, the default) is an argument error.
+ *
  * "real" means double for _ref and float for _cpu and _cuda: the type of the
  * loss, lse, z_loss and grad_output. Offsets and strides are in elements.
  * Pointers of _cuda calls are device pointers, except `err` and the struct. */
@@ -75,6 +92,7 @@ typedef struct {
   int64_t grad_output_n;    /* 1 or n */
 
   int64_t chunk_rows;       /* rows per chunk; 0 = the backend's default. _ref ignores it */
+  gs_dtype chunk_dtype;     /* the chunk's logits and G (above): 0 or f32, bf16, f16 */
   int threads;              /* _cpu: threads of the cross-entropy kernel (0 = all cores);
                                the GEMMs use OpenBLAS's own */
 } gs_lce_args;
@@ -87,7 +105,9 @@ gs_status gs_lce_backward_cpu(const gs_lce_args *a, gs_error *err);
 gs_status gs_lce_backward_cuda(const gs_lce_args *a, gs_error *err);
 
 /* The rows per chunk that _cpu (cuda = 0) or _cuda (cuda = 1) takes when
- * chunk_rows is 0: a fixed budget of logits bytes per chunk, at most n. */
+ * chunk_rows is 0: a fixed budget of f32 logits bytes per chunk, at most n,
+ * whatever chunk_dtype is (a 16-bit chunk of these rows holds half the
+ * budget: at V = 128256 on the GPU, 2048 rows, 0.49 GiB). */
 int64_t gs_lce_default_chunk_rows(int64_t n, int64_t v, int cuda);
 
 #endif

@@ -66,6 +66,11 @@ local bad = {
     { nan, "chunk_rows = nan is not an integer" },
     { "8", 'chunk_rows = "8" is a string, expected an integer' },
   },
+  chunk_dtype = {
+    { "f64", 'chunk_dtype = "f64" is not a chunk dtype (expected "f32", "bf16" or "f16")' },
+    { "i32", 'chunk_dtype = "i32" is not a chunk dtype (expected "f32", "bf16" or "f16")' },
+    { 16, 'chunk_dtype = 16 is a number, expected "f32", "bf16" or "f16"' },
+  },
   logit_scale = {
     { 0, "logit_scale = 0 must be finite and non-zero" },
     { nan, "logit_scale = nan must be finite and non-zero" },
@@ -187,6 +192,7 @@ describe("good option values pass the checks", function()
     threads = { threads = 2 },
     ignore_index = { ignore_index = -1 },
     chunk_rows = { chunk_rows = 2 },
+    chunk_dtype = { chunk_dtype = "bf16" },
     logit_scale = { logit_scale = -0.5 },
     softcap = { softcap = 30 },
     label_smoothing = { label_smoothing = 1 },

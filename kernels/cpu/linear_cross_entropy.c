@@ -6,6 +6,8 @@
  *   dh_c = alpha x W                   sgemm, these rows of dh and no others
  *   dW  += alpha x^T h_c               sgemm with beta = 1 after the first chunk
  *   db  += alpha x^T 1                 sgemv
+ * A 16-bit chunk_dtype rounds x in place after the first sgemm: the same
+ * logits as a chunk kept in that dtype, in the f32 buffer (G stays f32).
  * dh, dW, db are f32 outputs, so they accumulate in place: the chunk buffer
  * is the only extra memory. alpha and the other global factors (mean's D,
  * the z-loss count) come from the plan in ../linear_cross_entropy_plan.h.
@@ -17,6 +19,7 @@
 #include <string.h>
 
 #include "../cross_entropy.h"
+#include "../gs_half.h"
 #include "../linear_cross_entropy.h"
 #include "../linear_cross_entropy_plan.h"
 
@@ -33,6 +36,17 @@ static gs_status check_dtypes(const gs_lce_args *a, gs_error *err) {
   if (a->dw && a->dw_dtype != GS_F32) return gs_lce_dtype_error(err, "dW", a->dw_dtype, "cpu", "f32 only");
   if (a->db && a->db_dtype != GS_F32) return gs_lce_dtype_error(err, "db", a->db_dtype, "cpu", "f32 only");
   return GS_OK;
+}
+
+/* Rows of the chunk rounded to nearest even in d (bf16 or f16), kept as f32. */
+static void round_rows(float *x, int64_t rows, int64_t v, int64_t ld, gs_dtype d) {
+  for (int64_t r = 0; r < rows; r++) {
+    float *row = x + r * ld;
+    if (d == GS_BF16)
+      for (int64_t j = 0; j < v; j++) row[j] = gs_bf16_to_f32(gs_f32_to_bf16(row[j]));
+    else
+      for (int64_t j = 0; j < v; j++) row[j] = gs_f16_to_f32(gs_f32_to_f16(row[j]));
+  }
 }
 
 static void zero_rows(float *p, int64_t rows, int64_t cols, int64_t stride) {
@@ -85,6 +99,7 @@ static gs_status run_cpu(const gs_lce_args *a, int backward, gs_error *err) {
   for (int64_t r = 0; db && r < c; r++) ones[r] = 1.0f;
 
   const float alpha = (float)p.alpha;
+  const gs_dtype cdt = gs_lce_chunk_dtype(a);
   double total = 0;
   for (int64_t i0 = 0; i0 < n && st == GS_OK; i0 += c) {
     const int64_t rows = n - i0 < c ? n - i0 : c;
@@ -96,6 +111,7 @@ static gs_status run_cpu(const gs_lce_args *a, int backward, gs_error *err) {
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)v, (int)hd, 1.0f, hc, (int)a->h_stride,
                 w, (int)a->w_stride, beta, x, (int)ld);
+    if (cdt != GS_F32) round_rows(x, rows, v, ld, cdt);
 
     gs_ce_args ce;
     float chunk_loss = 0;

@@ -1,6 +1,7 @@
 /* The double-precision reference of linear cross entropy: every logit of
- * x = h W^T + b in f64, the cross-entropy reference on all of them at once,
- * then dh = G W, dW = G^T h, db = sum_i G_i as plain loops. No chunks and no
+ * x = h W^T + b in f64 (rounded once to a 16-bit chunk_dtype when one is
+ * asked for), the cross-entropy reference on all of them at once, then
+ * dh = G W, dW = G^T h, db = sum_i G_i as plain loops. No chunks and no
  * rescaling tricks, so it checks the chunked backends' bookkeeping too. */
 #include <math.h>
 #include <stdio.h>
@@ -37,6 +38,12 @@ static void store(void *base, gs_dtype d, int64_t k, double x) {
   }
 }
 
+/* x rounded to nearest even in a 16-bit chunk dtype, as a double. */
+static double chunk_round(double x, gs_dtype d) {
+  if (d == GS_BF16) return gs_bf16_to_f32(gs_f32_to_bf16(f32_round_odd(x)));
+  return gs_f16_to_f32(gs_f32_to_f16(f32_round_odd(x)));
+}
+
 static gs_status no_memory(gs_error *err) {
   err->arg = "logits";
   snprintf(err->msg, sizeof err->msg, "out of memory for the reference's f64 logits");
@@ -64,6 +71,10 @@ static gs_status run_ref(const gs_lce_args *a, int backward, gs_error *err) {
       x[i * v + j] = s;
     }
   }
+  /* A 16-bit chunk_dtype: the loss is that of the rounded logits. */
+  const gs_dtype cdt = gs_lce_chunk_dtype(a);
+  if (cdt != GS_F32)
+    for (int64_t k = 0; k < n * v; k++) x[k] = chunk_round(x[k], cdt);
   gs_ce_args ce = {
     .n = n, .v = v, .logits = x, .logits_dtype = GS_F64, .logits_stride = v, .target = a->target,
     .target_dtype = a->target_dtype, .ignore_index = a->ignore_index, .weight = a->weight,

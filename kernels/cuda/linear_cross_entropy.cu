@@ -1,18 +1,26 @@
 // Linear cross entropy on the GPU (contract: kernels/linear_cross_entropy.h).
 //
 // The chunk loop of the CPU backend with cuBLAS: per chunk of rows,
-//   x   = h_c W^T (+ b)       cublasGemmEx, f32 compute, f32 logits
-//   G   = dLoss/dx            gs_ce_forward_cuda / backward_cuda; in place for
-//                             f32 inputs, else written in h's dtype to a second
-//                             chunk buffer (the GEMMs below take one input type)
+//   x   = h_c W^T (+ b)       cublasGemmEx, f32 compute, logits in chunk_dtype:
+//                             f32, or h's dtype (rounded once from f32)
+//   G   = dLoss/dx            gs_ce_forward_cuda / backward_cuda, in h's dtype
+//                             (the GEMMs below take one input type): in place
+//                             when the chunk is in h's dtype, else written to
+//                             a second chunk buffer (f32 logits, 16-bit h)
 //   dh_c = alpha G W          straight into dh (each row is written once)
 //   dW  += alpha G^T h_c      into an f32 accumulator
 //   db  += alpha G^T 1        into an f32 accumulator
 // dW and db asked for in bf16 or f16 are accumulated in f32 scratch and
 // converted once at the end: added chunk by chunk in a 16-bit type, the
 // small contributions of later chunks would round away. Asked for in f32,
-// the outputs themselves accumulate. All work is on the legacy default
-// stream, like the cross-entropy kernels.
+// the outputs themselves accumulate; asked for in h's dtype with a single
+// chunk (chunk_rows >= n), nothing accumulates and the GEMM writes them
+// directly (f32 inside cuBLAS, rounded once). All work is on the legacy
+// default stream, like the cross-entropy kernels.
+//
+// Extra memory of a call, at N = 8192, H = 4096, V = 128256, bf16, 2048 rows:
+//   chunk_dtype f32:  2048 x V x (4 + 2) = 1.47 GiB, + 1.96 GiB dW scratch for a bf16 dW
+//   chunk_dtype bf16: 2048 x V x 2       = 0.49 GiB, + the same scratch for a bf16 dW
 //
 // Scratch comes from a stream-ordered memory pool of this file's own that
 // keeps freed blocks for the next call, as the frameworks' caching
@@ -103,10 +111,11 @@ __global__ void __launch_bounds__(1024) lce_prep(const void *target, int tgt64, 
 
 // Row-wise elementwise kernels: blockIdx.y walks the rows, x the columns,
 // so that no thread divides a flat index (64-bit division is slow here).
-__global__ void bias_rows(float *x, int64_t ld, int64_t rows, int64_t v, const void *bias, int bdt) {
+// x (chunk rows of dtype xdt) = the bias: the logits GEMM adds to it (beta 1).
+__global__ void bias_rows(void *x, int xdt, int64_t ld, int64_t rows, int64_t v, const void *bias, int bdt) {
   for (int64_t r = blockIdx.y; r < rows; r += gridDim.y)
     for (int64_t j = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; j < v; j += (int64_t)gridDim.x * blockDim.x)
-      x[r * ld + j] = load_f(bias, bdt, j);
+      store_f(x, xdt, r * ld + j, load_f(bias, bdt, j));
 }
 
 // dst (rows x cols, dtype dt, row stride) = src (f32, row stride), rounded to nearest even.
@@ -287,6 +296,17 @@ gs_status check_dtypes(const gs_lce_args *a, gs_error *err) {
   // the dh GEMM writes its output directly: cuBLAS takes h's type or f32 there
   if (a->dh && a->dh_dtype != t && a->dh_dtype != GS_F32)
     return gs_lce_dtype_error(err, "dh", a->dh_dtype, "cuda", "dh in h's dtype or f32");
+  // cuBLAS writes 16-bit logits from inputs of that dtype only, and the
+  // gradient GEMMs take G in h's dtype: a 16-bit chunk is h's dtype.
+  const gs_dtype cdt = gs_lce_chunk_dtype(a);
+  if (cdt != GS_F32 && cdt != t) {
+    static const char *names[] = {"f64", "f32", "bf16", "f16"};
+    err->arg = "chunk_dtype";
+    snprintf(err->msg, sizeof err->msg,
+             "chunk_dtype = %s is not supported by backend cuda with h in %s (f32 or h's dtype)", names[cdt],
+             names[t]);
+    return GS_ERR_DTYPE;
+  }
   if (a->v > INT_MAX || a->hidden > INT_MAX || a->h_stride > INT_MAX || a->w_stride > INT_MAX ||
       (a->dh && a->dh_stride > INT_MAX) || (a->dw && a->dw_stride > INT_MAX)) {
     err->arg = "W";
@@ -331,20 +351,28 @@ gs_status run(const gs_lce_args *a, int backward, gs_error *err) {
 
   const int64_t c = a->chunk_rows > 0 ? (a->chunk_rows < n ? a->chunk_rows : n) : gs_lce_default_chunk_rows(n, v, 1);
   const int64_t nchunks = (n + c - 1) / c;
-  const int64_t ldx = (v + 7) / 8 * 8;  // 32-byte rows for the vector loads
-  float *x = nullptr;
-  void *g = nullptr, *ones = nullptr;
-  float *dw32 = (float *)a->dw, *db32 = (float *)a->db, *sums = nullptr;
+  const int64_t ldx = (v + 7) / 8 * 8;  // rows on 32 (f32) or 16 (16-bit) bytes, for the vector loads
+  const gs_dtype cdt = gs_lce_chunk_dtype(a);
+  void *x = nullptr, *g = nullptr, *ones = nullptr;
+  float *sums = nullptr;
+  if ((st = scratch.take(&x, (size_t)(c * ldx) * gs_lce_dtype_size(cdt), err)) != GS_OK) return st;
+  if (p.want_grad && cdt == t) g = x;  // G in place over the logits
+  else if (p.want_grad && (st = scratch.take(&g, (size_t)(c * ldx) * ts, err)) != GS_OK) return st;
+  // The accumulators of dW and db: the outputs themselves in f32, or in h's
+  // dtype when one chunk writes them once; else f32 scratch, converted at the end.
+  const bool one_chunk = nchunks == 1;
+  void *dw_acc = a->dw, *db_acc = a->db;
+  gs_dtype dw_acc_dt = a->dw_dtype, db_acc_dt = a->db_dtype;
   int64_t ldw = a->dw_stride;
-  if ((st = scratch.take((void **)&x, (size_t)(c * ldx) * sizeof(float), err)) != GS_OK) return st;
-  if (p.want_grad && t != GS_F32 && (st = scratch.take(&g, (size_t)(c * ldx) * ts, err)) != GS_OK) return st;
-  if (p.want_grad && t == GS_F32) g = x;  // in place
-  if (a->dw && a->dw_dtype != GS_F32) {
+  if (a->dw && a->dw_dtype != GS_F32 && !(one_chunk && a->dw_dtype == t)) {
     ldw = hd;
-    if ((st = scratch.take((void **)&dw32, (size_t)(v * hd) * sizeof(float), err)) != GS_OK) return st;
+    dw_acc_dt = GS_F32;
+    if ((st = scratch.take(&dw_acc, (size_t)(v * hd) * sizeof(float), err)) != GS_OK) return st;
   }
-  if (a->db && a->db_dtype != GS_F32 && (st = scratch.take((void **)&db32, (size_t)v * sizeof(float), err)) != GS_OK)
-    return st;
+  if (a->db && a->db_dtype != GS_F32 && !(one_chunk && a->db_dtype == t)) {
+    db_acc_dt = GS_F32;
+    if ((st = scratch.take(&db_acc, (size_t)v * sizeof(float), err)) != GS_OK) return st;
+  }
   if (a->db) {
     if ((st = scratch.take(&ones, (size_t)c * ts, err)) != GS_OK) return st;
     fill_value<<<grid_for(c), 256>>>(ones, t, c, 1.f);
@@ -360,17 +388,17 @@ gs_status run(const gs_lce_args *a, int backward, gs_error *err) {
     const void *hc = (const char *)a->h + i0 * a->h_stride * (int64_t)ts;
     float beta = 0.f;
     if (a->bias) {
-      bias_rows<<<grid_rows(rows, v), 256>>>(x, ldx, rows, v, a->bias, a->bias_dtype);
+      bias_rows<<<grid_rows(rows, v), 256>>>(x, cdt, ldx, rows, v, a->bias, a->bias_dtype);
       if ((st = check(cudaGetLastError(), err, "bias")) != GS_OK) return st;
       beta = 1.f;
     }
     // x^T (v x rows) = W (v x hd) h_c^T: W is the column-major hd x v matrix, transposed.
     st = blas.gemm("cublasGemmEx (logits)", CUBLAS_OP_T, CUBLAS_OP_N, v, rows, hd, 1.f, a->w, t, a->w_stride, hc,
-                   a->h_stride, beta, x, CUDA_R_32F, ldx);
+                   a->h_stride, beta, x, cuda_type(cdt), ldx);
     if (st != GS_OK) return st;
 
     gs_ce_args ce;
-    gs_lce_chunk_args(&ce, a, &p, i0, rows, x, GS_F32, ldx, g, t, ldx, sums ? sums + k : nullptr);
+    gs_lce_chunk_args(&ce, a, &p, i0, rows, x, cdt, ldx, g, t, ldx, sums ? sums + k : nullptr);
     st = p.want_loss ? gs_ce_forward_cuda(&ce, err) : gs_ce_backward_cuda(&ce, err);
     if (st != GS_OK) return st;
     if (p.want_loss && a->z_loss && p.zl_fix != 1.0) {
@@ -390,19 +418,20 @@ gs_status run(const gs_lce_args *a, int backward, gs_error *err) {
     if (a->dw) {
       // dW^T (hd x v) += h_c^T (hd x rows) G (rows x v)
       st = blas.gemm("cublasGemmEx (dW)", CUBLAS_OP_N, CUBLAS_OP_T, hd, v, rows, alpha, hc, t, a->h_stride, g, ldx,
-                     acc, dw32, CUDA_R_32F, ldw);
+                     acc, dw_acc, cuda_type(dw_acc_dt), ldw);
       if (st != GS_OK) return st;
     }
     if (a->db) {
       // db (v x 1) += G^T (v x rows) 1 (rows x 1)
       st = blas.gemm("cublasGemmEx (db)", CUBLAS_OP_N, CUBLAS_OP_N, v, 1, rows, alpha, g, t, ldx, ones, rows, acc,
-                     db32, CUDA_R_32F, v);
+                     db_acc, cuda_type(db_acc_dt), v);
       if (st != GS_OK) return st;
     }
   }
-  if (a->dw && a->dw_dtype != GS_F32)
-    convert_rows<<<grid_rows(v, hd), 256>>>(a->dw, a->dw_dtype, a->dw_stride, dw32, hd, v, hd);
-  if (a->db && a->db_dtype != GS_F32) convert_rows<<<grid_rows(1, v), 256>>>(a->db, a->db_dtype, v, db32, v, 1, v);
+  if (a->dw && dw_acc != a->dw)
+    convert_rows<<<grid_rows(v, hd), 256>>>(a->dw, a->dw_dtype, a->dw_stride, (const float *)dw_acc, hd, v, hd);
+  if (a->db && db_acc != a->db)
+    convert_rows<<<grid_rows(1, v), 256>>>(a->db, a->db_dtype, v, (const float *)db_acc, v, 1, v);
   if ((st = check(cudaGetLastError(), err, "converting dW, db")) != GS_OK) return st;
   if (sums) {
     std::vector<float> host((size_t)nchunks);

@@ -8,7 +8,9 @@
 --
 -- h: N x H, W: V x H, target: N class indices, opts.bias: V values. db is
 -- returned only with a bias. Gradients come in h's dtype (db in the bias's)
--- unless opts.grad_dtype says otherwise.
+-- unless opts.grad_dtype says otherwise. opts.chunk_dtype ("f32", "bf16",
+-- "f16"; default f32) is the dtype the chunk's logits are kept in: a 16-bit
+-- one makes the loss that of the logits rounded to it (docs/losses.md).
 local gffi = require("gradspec.ffi")
 local T = require("gradspec.tensor")
 local dtypes = require("gradspec.dtype")
@@ -20,7 +22,7 @@ local M = {}
 
 -- Every option, with its default. A name not listed is an error.
 local shared = {
-  backend = false, threads = 0, chunk_rows = 0, bias = false, grad_dtype = false,
+  backend = false, threads = 0, chunk_rows = 0, chunk_dtype = false, bias = false, grad_dtype = false,
   reduction = "mean", ignore_index = -100, weight = false, label_smoothing = 0,
   logit_scale = 1, softcap = 0, lse_square_scale = 0,
 }
@@ -91,6 +93,7 @@ local function prepare(op, h, W, target, opts, level)
   local rows = number_opt("chunk_rows")
   if rows ~= math.floor(rows) then fail(level, "%s: chunk_rows = %s is not an integer", op, tostring(rows)) end
   a.chunk_rows = rows
+  if opts.chunk_dtype then a.chunk_dtype = dtypes.lookup(opts.chunk_dtype).code end
   a.reduction = args.reduction(op, opts, M.options[op], level)
   if opts.weight then
     keep.weight = args.weight(op, opts.weight, W.rows, device, backend, level)

@@ -122,6 +122,14 @@ M.option_rules = {
     if type(v) == "string" then return string.format("%s %s %s", key, v, why) end
     return string.format("%s = %s %s", key, M.value_text(v), why)
   end),
+  -- linear_cross_entropy: the dtype of the chunk's logits (the backends take
+  -- some of these; kernels/linear_cross_entropy.h says which).
+  chunk_dtype = rule.optional(function(key, v)
+    if type(v) ~= "string" then return is_a(key, v, '"f32", "bf16" or "f16"') end
+    local d = dtypes.lookup(v)
+    if d and (d.name == "f32" or d.name == "bf16" or d.name == "f16") then return nil end
+    return string.format('%s = %s is not a chunk dtype (expected "f32", "bf16" or "f16")', key, M.value_text(v))
+  end),
   backend = rule.optional(function(key, v)
     if type(v) ~= "string" then return is_a(key, v, "a backend name") end
   end),
