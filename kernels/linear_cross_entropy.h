@@ -92,9 +92,10 @@ typedef struct {
   int64_t grad_output_n;    /* 1 or n */
 
   int64_t chunk_rows;       /* rows per chunk; 0 = the backend's default. _ref ignores it */
-  gs_dtype chunk_dtype;     /* the chunk's logits and G (above): 0 or f32, bf16, f16 */
   int threads;              /* _cpu: threads of the cross-entropy kernel (0 = all cores);
                                the GEMMs use OpenBLAS's own */
+  gs_dtype chunk_dtype;     /* the chunk's logits and G (above): 0 or f32, bf16, f16. Last,
+                               so that the fields before it keep their offsets */
 } gs_lce_args;
 
 gs_status gs_lce_forward_ref(const gs_lce_args *a, gs_error *err);
