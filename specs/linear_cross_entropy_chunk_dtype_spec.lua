@@ -189,6 +189,19 @@ describe("linear_cross_entropy chunk_dtype: the loss of the rounded logits", fun
   end)
 end)
 
+describe("linear_cross_entropy chunk_dtype: the default chunk on the GPU", function()
+  it("at 8192 x 128256, a bf16 chunk and the cuBLAS workspace are within 1/8 of the unfused logits and G", function()
+    local n, v = 8192, 128256
+    local ldx = math.ceil(v / 8) * 8
+    local rows = require("gradspec.linear_ce").default_chunk_rows(n, v, "cuda")
+    assert.equal(rows, 2048) -- cuBLAS's GEMMs near peak; twice the rows would not fit below
+    local unfused = n * ldx * (4 + 2) -- f32 logits and G in bf16
+    local fused = rows * ldx * 2 + 32 * 2 ^ 20
+    assert.is_true(fused <= unfused / 8, string.format("%d bytes against %d / 8", fused, unfused))
+    assert.is_true(2 * rows * ldx * 2 > unfused / 8, "a chunk of twice the rows fits too: the budget could grow")
+  end)
+end)
+
 describe("linear_cross_entropy chunk_dtype: bad values are errors that name it", function()
   local h, W, t = gs.zeros({ 4, 8 }), gs.zeros({ 7, 8 }), i64({ 0, 1, 2, 3 })
   local err_cases = {
