@@ -1019,6 +1019,8 @@ int run_bench(bool sweep, bool phases, int reps, const char *filter) {
       timed("-stats-grad", fw, false, true);
       gs_ce_cuda_phases(3);
       timed("load+store", a, false, true);
+      gs_ce_cuda_phases(4);
+      timed("two-pass", a, false, true);
       gs_ce_cuda_phases(0);
     }
     gs_ce_cuda_tune(0, 0, 0, 0, 0);
@@ -1066,7 +1068,8 @@ int run_bench(bool sweep, bool phases, int reps, const char *filter) {
          "goal <= 1.25; bw = its inverse, the fraction of the copy's bandwidth achieved; extra = peak device bytes\n"
          "during a call over bytes in use before it (B and B/row). in-place: grad == logits.%s\n",
          phases ? "\nPhases left out (kernels/cuda/cross_entropy.cu, kSkip*): -grad = forward only (no gradient pass);\n"
-                  "-stats = no max/sum passes; -stats-grad = load only; load+store = load, zeros stored, no arithmetic"
+                  "-stats = no max/sum passes; -stats-grad = load only; load+store = load, zeros stored, no arithmetic;\n"
+                  "two-pass = the max and the sums in two passes over the chunk (the kernel before the one-pass stats)"
                 : "");
   printf("%-4s %-12s %-11s %7s %7s %7s %7s %5s %7s %6s %9s %5s  %-5s %s\n", "dt", "NxV", "variant", "ms", "min", "max",
          "GB/s", "bw", "copy_ms", "x_copy", "extra_B", "B/row", "goal", "plan");

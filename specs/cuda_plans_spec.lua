@@ -116,6 +116,71 @@ describe("cuda paths beside the plans", { tags = { "cuda" } }, function()
     assert.is_true(counts.grad_output_rows >= 1, "grad_output_rows reached")
   end)
 
+  -- The hot resident kernel finds a chunk's max and sums in one pass where
+  -- the chunk is whole aligned vectors (contiguous rows, V a multiple of 8
+  -- bf16/f16 or 4 f32 values), in two passes elsewhere (rows of stride V + 3).
+  for _, plan in ipairs({ "resident", "resident_cluster" }) do
+    for _, dtype in ipairs({ "f32", "bf16", "f16" }) do
+      it(string.format("%s, %s: one pass on whole aligned chunks, two passes on ragged ones, both agree", plan, dtype), function()
+        skip_if(CLUSTER[plan] and not clusters(), plan .. " needs thread-block clusters")
+        gs.cuda.force_plan(plan)
+        local n, v = 6, 520
+        local aligned = gs.randn({ n, v }, { seed = 80, std = 3, dtype = dtype })
+        local t = gs.randint(0, v, { n }, { seed = 81 })
+        t:set(0, v - 1)
+        t:set(1, 0)
+        t:set(2, -100)
+        local one = counted(function()
+          for _, opts in ipairs({ { grad = true }, { grad = true, label_smoothing = 0.1 },
+                                  { grad = true, logit_scale = -1.5, label_smoothing = 0.2, reduction = "sum" } }) do
+            assert.backends_agree("cross_entropy", { logits = aligned, target = t }, opts, CUDA)
+          end
+        end)
+        assert.is_true(one.one_pass >= 3 and one.two_pass == 0,
+          string.format("one_pass %d, two_pass %d on contiguous rows of %d", one.one_pass, one.two_pass, v))
+        local ragged, tr = inputs(n, v + 5, dtype, 82)
+        local two = counted(function()
+          assert.backends_agree("cross_entropy", { logits = ragged, target = tr }, { grad = true, label_smoothing = 0.1 }, CUDA)
+        end)
+        assert.is_true(two.two_pass >= 1 and two.one_pass == 0,
+          string.format("two_pass %d, one_pass %d on rows of stride V + 3", two.two_pass, two.one_pass))
+      end)
+    end
+  end
+
+  -- One pass rescales each thread's sums when a later vector raises its
+  -- max; a thread's first vectors may hold only -inf or NaN, the max may be
+  -- +inf, and logits near -1e30 would overflow a rescale taken from 0.
+  it("one pass on nasty rows agrees with the reference (each plan that takes it)", function()
+    local v = 64
+    local rows = {}
+    local function row(f) local r = {} for j = 1, v do r[j] = f(j) end rows[#rows + 1] = r end
+    row(function(j) return j <= 40 and -math.huge or (j % 7) - 3 end)   -- -inf first, then finite
+    row(function() return -math.huge end)                              -- all -inf
+    row(function(j) return j == 9 and 0 / 0 or j * 0.1 end)            -- a NaN
+    row(function(j) return j == 6 and math.huge or -j end)             -- +inf
+    row(function(j) return -1e30 + j * 1e24 end)                       -- far below 0
+    row(function(j) return j == 51 and 50 or -50 + (j % 3) end)        -- confident
+    row(function(j) return (j * 37 % 64) * 0.5 end)                    -- max late, target early
+    row(function(j) return j == 64 and 1e4 or j end)                   -- huge spread
+    local t = i64({ 3, 0, 2, 1, 7, 50, 0, 63 })
+    for _, plan in ipairs({ "resident", "resident_cluster" }) do
+      if plan == "resident" or clusters() then
+        gs.cuda.force_plan(plan)
+        for _, dtype in ipairs({ "f32", "bf16" }) do
+          local x = gs.tensor(rows, { dtype = dtype })
+          local c = counted(function()
+            for _, opts in ipairs({ { grad = true, reduction = "none" }, { grad = true, reduction = "none", label_smoothing = 0.3 },
+                                    { grad = true, reduction = "none", logit_scale = -0.5 } }) do
+              assert.backends_agree("cross_entropy", { logits = x, target = t }, opts, CUDA)
+            end
+          end)
+          assert.is_true(c.one_pass >= 3, plan .. " " .. dtype .. ": one_pass reached")
+        end
+      end
+    end
+  end)
+
   it("persistent CTAs loop over more rows than they are (resident_prefetch)", function()
     gs.cuda.force_plan("resident_prefetch")
     local x, t = inputs(9000, 40, "f32", 70)

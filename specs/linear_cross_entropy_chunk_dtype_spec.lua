@@ -313,12 +313,14 @@ describe("linear_cross_entropy chunk_dtype on cuda", { tags = { "cuda" } }, func
     local loss, aux = gs.linear_cross_entropy(h, W, t, opts) -- warm: cuBLAS workspace, pool
     assert.finite(loss)
     assert.finite(aux.dW)
+    assert.finite(aux.dh)
     C.gs_cuda_reset_peak()
     local base = tonumber(C.gs_cuda_bytes_in_use())
     local loss2, aux2 = gs.linear_cross_entropy(h, W, t, opts)
     local extra = tonumber(C.gs_cuda_peak_bytes()) - base - outputs
     assert.close(loss2, loss, { rtol = 0, atol = 0 })
     assert.equal(aux2.dW, aux.dW)
+    assert.equal(aux2.dh, aux.dh) -- the same bits: nothing in the call depends on its scheduling
     return extra
   end
 

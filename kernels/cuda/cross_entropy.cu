@@ -117,6 +117,9 @@ struct Params {
 // gradient's arithmetic (zeros stored without reading the chunk).
 constexpr int kSkipStats = 1;
 constexpr int kSkipGradMath = 2;
+constexpr int kTwoPass = 4;  // the max and sums in two passes, as the other kernels
+// cp.async groups of the resident hot kernel's chunk (online stats).
+constexpr int kGroups = 4;
 
 __device__ __forceinline__ float ex2(float x) {
   float y;
@@ -576,7 +579,24 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
     }
 
     const bool xaligned = (((uintptr_t)xc) & 15) == 0;
-    if (RES) {
+    // The hot kernel's one-pass statistics (see the stats pass below): whole
+    // aligned vectors only, every thread reading back just what it fetched.
+    const bool online = !GEN && RES && !db && clen % NV == 0 && xaligned && !(p.phases & (kSkipStats | kTwoPass));
+    // This thread's vectors vi = tid + i nthr, i < own, fetched in kGroups
+    // cp.async groups, so that the stats pass starts on the first group
+    // while the others are in flight.
+    const int own = tid < clen / NV ? (clen / NV - 1 - tid) / nthr + 1 : 0;
+    if (RES && online) {
+      const unsigned sbase = (unsigned)__cvta_generic_to_shared(bcur);
+#pragma unroll
+      for (int g = 0; g < kGroups; g++) {
+        for (int i = g * own / kGroups; i < (g + 1) * own / kGroups; i++) {
+          const int vi = tid + i * nthr;
+          cp_async16(sbase + vi * 16u, xc + (int64_t)vi * NV);
+        }
+        cp_async_commit();
+      }
+    } else if (RES) {
       if (db) {
         cp_async_wait<1>();  // this row's group; the next row's may still fly
       } else {
@@ -658,8 +678,74 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
     float mx = -INFINITY, xe = -INFINITY;
     const float sg = s_over_c < 0.f ? -1.f : 1.f;
     const bool skip_stats = p.phases & kSkipStats;
+    // acc: r, q, wd, ws (Partial); for entropy, r and wd split the terms.
+    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+    // One pass (online): each thread keeps r and wd relative to its running
+    // max mref, rescaled when a vector raises it (a few times per row), and
+    // to the chunk max once at the end. ex2 of (z - mref) then times
+    // ex2(mref - m) is the two-pass term within a few ulps; the target's
+    // column stays out of r as there.
+    auto online_stats = [&](auto positive, auto with_smooth) {
+      constexpr bool POS = decltype(positive)::value;
+      constexpr bool SM = decltype(with_smooth)::value;
+      float mref = 0.f;
+#pragma unroll
+      for (int g = 0; g < kGroups; g++) {
+        if (g == 0) cp_async_wait<kGroups - 1>();
+        else if (g == 1) cp_async_wait<kGroups - 2>();
+        else if (g == 2) cp_async_wait<kGroups - 3>();
+        else cp_async_wait<0>();
+        for (int i = g * own / kGroups; i < (g + 1) * own / kGroups; i++) {
+          const int j0 = (tid + i * nthr) * NV;
+          float x[NV];
+          Vec<T>::cvt(*(const uint4 *)(bcur + j0), x);
+          float xm = -INFINITY;
+#pragma unroll
+          for (int k = 0; k < NV; k++) xm = fmaxf(xm, POS ? x[k] : -x[k]);
+          const float zm = POS ? xm * s : xm * -s;  // max(s x) = |s| max(sign(s) x)
+          if (zm > mx) {
+            // Before the first finite max the sums hold 0, -inf or NaN
+            // (columns of -inf or NaN only), which stay as they are.
+            if (mx != -INFINITY) {
+              const float delta = mref - zm;
+              acc[0] *= ex2(delta * kLog2e);
+              if (SM) acc[2] = fmaf(delta, acc[3], acc[2]);
+            }
+            mx = mref = zm;
+          }
+          float e[NV];
+#pragma unroll
+          for (int k = 0; k < NV; k++) {
+            const float d = fmaf(x[k], s, -mref);
+            e[k] = ex2(d * kLog2e);
+            if (SM) acc[2] += d;
+          }
+          if (SM) acc[3] += (float)NV;
+          if ((unsigned)(tloc - j0) < (unsigned)NV) {  // the target's vector: its term stays out
+#pragma unroll
+            for (int k = 0; k < NV; k++)
+              if (j0 + k == tloc) e[k] = 0.f;
+          }
+          // Two chains of adds, not one: half the latency per vector.
+          float s0 = e[0], s1 = e[1];
+#pragma unroll
+          for (int k = 2; k < NV; k += 2) {
+            s0 += e[k];
+            s1 += e[k + 1];
+          }
+          acc[0] += s0 + s1;
+        }
+      }
+      return mref;
+    };
+    float mref = 0.f;
     if (skip_stats) {
       mx = 0.f;
+    } else if (online) {
+      if (smooth)
+        mref = s > 0.f ? online_stats(std::true_type(), std::true_type()) : online_stats(std::false_type(), std::true_type());
+      else
+        mref = s > 0.f ? online_stats(std::true_type(), std::false_type()) : online_stats(std::false_type(), std::false_type());
     } else if (softcap && is_ent) {
       for_vecs([&](int, const float *x, int nvalid) {
 #pragma unroll
@@ -701,8 +787,6 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
 
     // Pass 2: sums relative to this chunk's max. Smoothing and entropy are
     // compile-time choices so that the common loop carries no branch for them.
-    // acc: r, q, wd, ws (Partial); for entropy, r and wd split the terms.
-    float acc[4] = {0.f, 0.f, 0.f, 0.f};
     double q64 = 0.0;  // entropy's q
     auto pass2 = [&](auto with_smooth, auto with_ent) {
       constexpr bool SM = decltype(with_smooth)::value;
@@ -743,8 +827,15 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
         }
       });
     };
-    if (skip_stats) acc[0] = 1.f;
-    else if (is_ent) pass2(std::false_type(), std::true_type());
+    if (skip_stats) {
+      acc[0] = 1.f;
+    } else if (online) {
+      if (mx != -INFINITY) {  // this thread's sums, to the chunk max
+        const float delta = mref - msafe;  // 0 for the thread that holds the max
+        acc[0] *= ex2(delta * kLog2e);
+        if (smooth) acc[2] = fmaf(delta, acc[3], acc[2]);
+      }
+    } else if (is_ent) pass2(std::false_type(), std::true_type());
     else if (smooth) pass2(std::true_type(), std::false_type());
     else pass2(std::false_type(), std::false_type());
     block_sum<4>(acc, red);
@@ -1134,11 +1225,14 @@ enum Counter {
   PATH_SCAN_MULTIBLOCK,       // the target scan ran in more than one block
   PATH_GRAD_OUTPUT_ROWS,      // a fused forward+backward with a grad_output per row
   PATH_ROWS_LOOP,             // fewer CTAs (clusters) than rows: each loops over rows
+  PATH_ONE_PASS,              // hot resident kernel, every chunk whole aligned vectors: max and sums in one pass
+  PATH_TWO_PASS,              // hot resident kernel, a chunk ragged or unaligned: that chunk in two passes
   kCounters
 };
 const char *const kCounterNames[kCounters] = {
     "resident", "resident_cluster", "resident_prefetch", "streaming", "streaming_cluster",
-    "general",  "scan_multiblock",  "grad_output_rows",  "rows_loop"};
+    "general",  "scan_multiblock",  "grad_output_rows",  "rows_loop",
+    "one_pass", "two_pass"};
 constexpr int kPrepRows = 4096;  // target-scan rows per block
 
 struct Plan {
@@ -1170,7 +1264,13 @@ struct DevState {
   int major = 0, minor = 0;
   bool clusters = false;  // sm_90 or newer, and GRADSPEC_CUDA_PORTABLE not set
   bool portable = false;
-  bool pools = false;
+  // Scratch for the per-row losses of "sum" and "mean" (8 B/row), kept
+  // from call to call: a cudaMallocAsync/cudaFreeAsync pair per call cost
+  // as much as the kernels on small inputs (the default pool returns its
+  // memory at every synchronisation). Counted by gs_cuda_account only
+  // while a call uses it, as the linear cross entropy's pool does.
+  float *rowbuf = nullptr;
+  size_t rowbuf_bytes = 0;
   Ctrl *ctrl = nullptr;
   long long *report = nullptr;  // pinned host: row, value
 };
@@ -1225,9 +1325,6 @@ gs_status init_device(DevState **out, gs_error *err) {
   d.clusters = prop.major >= 9 && !d.portable;
   d.smem_optin = (int)prop.sharedMemPerBlockOptin;
   d.sms = prop.multiProcessorCount;
-  int pools = 0;
-  cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, dev);
-  d.pools = pools != 0;
   for (int i = 0; i < 24; i++) {
     const bool cl = i % 2;
     const void *k = (const void *)kernels[i / 8][(i / 4) % 2][(i / 2) % 2][cl];
@@ -1556,8 +1653,15 @@ gs_status run(const gs_ce_args *a, Op op, int backward, gs_error *err) {
   float *rowbuf = nullptr;
   const size_t rowbytes = reduced ? (size_t)n * 2 * sizeof(float) : 0;
   if (reduced) {
-    e = d->pools ? cudaMallocAsync((void **)&rowbuf, rowbytes, 0) : cudaMalloc((void **)&rowbuf, rowbytes);
-    if (e != cudaSuccess) return gs_cuda_fail(err, e, "scratch for the per-row losses");
+    if (d->rowbuf_bytes < rowbytes) {
+      if (d->rowbuf) cudaFree(d->rowbuf);  // synchronises: no earlier call still reads it
+      d->rowbuf = nullptr;
+      d->rowbuf_bytes = 0;
+      e = cudaMalloc((void **)&d->rowbuf, rowbytes);
+      if (e != cudaSuccess) return gs_cuda_fail(err, e, "scratch for the per-row losses");
+      d->rowbuf_bytes = rowbytes;
+    }
+    rowbuf = d->rowbuf;
     gs_cuda_account((long long)rowbytes);
     p.rowbuf = rowbuf;
   }
@@ -1594,6 +1698,13 @@ gs_status run(const gs_ce_args *a, Op op, int backward, gs_error *err) {
     if (prep_blocks > 1) g_counts[PATH_SCAN_MULTIBLOCK]++;
     if (!backward && p.grad && p.go_per_row) g_counts[PATH_GRAD_OUTPUT_ROWS]++;
     if (nclusters < n) g_counts[PATH_ROWS_LOOP]++;
+    if (!gen && pl.resident && pl.nbuf == 1 && !(p.phases & (kSkipStats | kTwoPass))) {
+      // The kernel's test per chunk (online): its start 16-byte aligned in
+      // every row and its length whole vectors.
+      const int64_t vec = dt == 0 ? 4 : 8;
+      const bool whole = (uintptr_t)a->logits % 16 == 0 && a->logits_stride % vec == 0 && a->v % vec == 0;
+      g_counts[whole ? PATH_ONE_PASS : PATH_TWO_PASS]++;
+    }
   }
   if (e == cudaSuccess && reduced) {
     ce_reduce<<<1, 1024>>>(rowbuf, n, a->reduction == GS_REDUCE_MEAN, p.lam != 0.f, d->ctrl, (float *)a->loss);
@@ -1601,13 +1712,9 @@ gs_status run(const gs_ce_args *a, Op op, int backward, gs_error *err) {
   }
   if (e == cudaSuccess && prep)
     e = cudaMemcpyAsync(d->report, &d->ctrl->report_row, 2 * sizeof(long long), cudaMemcpyDeviceToHost, 0);
-  if (rowbuf) {
-    cudaError_t e2 = d->pools ? cudaFreeAsync(rowbuf, 0) : cudaFree(rowbuf);
-    gs_cuda_account(-(long long)rowbytes);
-    if (e == cudaSuccess) e = e2;
-  }
   cudaError_t es = cudaStreamSynchronize(0);
   if (e == cudaSuccess) e = es;
+  if (rowbuf) gs_cuda_account(-(long long)rowbytes);
   if (e != cudaSuccess) return gs_cuda_fail(err, e, "cross-entropy kernels");
   if (prep && d->report[0] >= 0) return gs_ce_target_error(err, d->report[0], d->report[1], a->v);
   return GS_OK;
