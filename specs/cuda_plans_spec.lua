@@ -96,7 +96,7 @@ end)
 describe("cuda paths beside the plans", { tags = { "cuda" } }, function()
   after_each(function() gs.cuda.force_plan(nil) end)
 
-  it("over 4096 rows the target scan runs in several blocks, and finds a bad target in any of them", function()
+  it("over 256 rows (here 9000) the target scan runs in several blocks, and finds a bad target in any of them", function()
     local x, t = inputs(9000, 8, "f32", 50)
     local counts = counted(function()
       assert.backends_agree("cross_entropy", { logits = x, target = t }, { grad = true }, CUDA)

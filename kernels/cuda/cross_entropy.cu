@@ -336,6 +336,21 @@ __device__ __forceinline__ float softcap_z(float x, float s_over_c, float c, flo
 #define GS_CE_CLUSTERS 1
 #endif
 
+// Programmatic dependent launch (sm_90 and newer): the row kernel may start
+// while the target scan (ce_prep) still runs, and waits for it here, before
+// it reads the control block; below sm_90 the launch is an ordinary one and
+// these are nothing.
+__device__ __forceinline__ void prep_done_wait() {
+#ifdef GS_CE_CLUSTERS
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void let_rows_start() {
+#ifdef GS_CE_CLUSTERS
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 template <bool CL> __device__ __forceinline__ int cluster_size() {
 #ifdef GS_CE_CLUSTERS
   if (CL) return (int)cg::this_cluster().num_blocks();
@@ -536,17 +551,20 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
     // A bad target anywhere makes the whole call an error, and nothing may
     // be written (docs/losses.md, section 1): not a loss, and not a
     // gradient, which in place would overwrite the logits. The prep kernel,
-    // which ran before in the same stream, has set report_row. It is loaded
-    // beside the row's target, so that the two loads overlap, and makes the
-    // row a skipped one, whose first act is then to leave: every CTA of a
-    // cluster reads the same value and leaves in its first row, before any
-    // write or cluster barrier.
-    const bool call_failed = has_target && p.ctrl->report_row >= 0;
+    // which ran before in the same stream, sets report_row; this kernel may
+    // have started before it ended (prep_done_wait), so the row's logits
+    // are on their way before report_row is read, and any write comes after.
+    // Every CTA of a cluster reads the same value and leaves in its first
+    // row, before any write or cluster barrier.
+    auto call_failed = [&] {
+      prep_done_wait();
+      return has_target && p.ctrl->report_row >= 0;
+    };
     int64_t t = -1;
     bool skip = false;
     if (has_target) {
       t = load_target(p.target, p.tgt64, row);
-      skip = call_failed || t == p.ignore || t < 0 || t >= p.v;  // bad targets are reported by the prep kernel
+      skip = t == p.ignore || t < 0 || t >= p.v;  // bad targets are reported by the prep kernel
     }
     if (db) {
       __syncthreads();  // every thread is done with the other buffer (the previous row)
@@ -555,7 +573,7 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
       cp_async_commit();
     }
     if (skip) {
-      if (call_failed) break;
+      if (call_failed()) break;
       if (grow) {
         const float zero[NV] = {};
         for (int vi = tid; vi < nvec; vi += nthr)
@@ -606,6 +624,10 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
       }
       fetch_rest(row, bcur);
       __syncthreads();
+    }
+    if (call_failed()) {
+      cp_async_wait<0>();  // no copy may still land in shared memory after the CTA leaves
+      break;
     }
 
     auto load = [&](int vi, float *x, int nvalid) {
@@ -1099,7 +1121,7 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
     else if (ri.wide) pass3(std::false_type(), std::true_type());
     else pass3(std::false_type(), std::false_type());
   }
-  if (db) cp_async_wait<0>();
+  cp_async_wait<0>();
   if (pending) cluster_wait<CL>();  // our partial stays readable until every CTA has read it
 }
 
@@ -1130,6 +1152,7 @@ __global__ void __launch_bounds__(256) ce_prep(PrepParams p) {
   __shared__ double sd[256], sn[256];
   __shared__ bool last;
   const int tid = threadIdx.x;
+  let_rows_start();
   const TargetTally mine = tally_targets(p.target, p.tgt64, p.ignore, p.n, p.v, p.weight,
                                       (int64_t)blockIdx.x * blockDim.x + tid, (int64_t)gridDim.x * blockDim.x);
   if (mine.bad != LLONG_MAX) atomicMin(&p.ctrl->bad_row, (unsigned long long)mine.bad);
@@ -1150,16 +1173,25 @@ __global__ void __launch_bounds__(256) ce_prep(PrepParams p) {
     last = atomicAdd(&p.ctrl->done, 1u) == gridDim.x - 1;
   }
   __syncthreads();
-  if (last && tid == 0) {
-    __threadfence();
-    volatile Ctrl *c = p.ctrl;
-    double dt = 0.0, nt = 0.0;
-    for (unsigned b = 0; b < gridDim.x; b++) {
-      dt += c->part_d[b];
-      nt += c->part_n[b];
+  if (!last) return;
+  // The last block adds the blocks' partials, each thread loading one (a
+  // loop of dependent loads in one thread took microseconds), in a fixed
+  // tree: the same bits on every run.
+  __threadfence();
+  volatile Ctrl *c = p.ctrl;
+  sd[tid] = tid < (int)gridDim.x ? c->part_d[tid] : 0.0;
+  sn[tid] = tid < (int)gridDim.x ? c->part_n[tid] : 0.0;
+  __syncthreads();
+  for (int h = blockDim.x / 2; h > 0; h >>= 1) {
+    if (tid < h) {
+      sd[tid] += sd[tid + h];
+      sn[tid] += sn[tid + h];
     }
-    c->d = dt;
-    c->count = nt;
+    __syncthreads();
+  }
+  if (tid == 0) {
+    c->d = sd[0];
+    c->count = sn[0];
     const unsigned long long br = c->bad_row;
     c->report_row = br == ~0ull ? -1 : (long long)br;
     c->report_value = br == ~0ull ? 0 : (long long)load_target(p.target, p.tgt64, (int64_t)br);
@@ -1233,7 +1265,7 @@ const char *const kCounterNames[kCounters] = {
     "resident", "resident_cluster", "resident_prefetch", "streaming", "streaming_cluster",
     "general",  "scan_multiblock",  "grad_output_rows",  "rows_loop",
     "one_pass", "two_pass"};
-constexpr int kPrepRows = 4096;  // target-scan rows per block
+constexpr int kPrepRows = 256;  // target-scan rows per block: one per thread (more made an 8192-row scan take 9 us)
 
 struct Plan {
   int kind;  // Counter, < kPlanKinds
@@ -1378,15 +1410,24 @@ void launch_config(cudaLaunchConfig_t &cfg, cudaLaunchAttribute *attr, const Pla
 
 RowKernel kernel_for(int dt, const Plan &pl, bool gen) { return kernels[dt][pl.resident][gen][pl.k > 1]; }
 
-cudaError_t launch_rows(RowKernel kern, const Plan &pl, Params p, int64_t *nclusters) {
+// after_prep: the call launched ce_prep just before, on a GPU with
+// programmatic dependent launch (sm_90+): the row kernel may start while
+// the scan runs (it waits for it before reading the control block).
+cudaError_t launch_rows(RowKernel kern, const Plan &pl, Params p, int64_t *nclusters, bool after_prep) {
   int64_t cap = INT_MAX / pl.k;
   // Double-buffered CTAs are persistent: one wave, each looping over rows.
   if (pl.nbuf == 2 && pl.max_clusters > 0 && pl.max_clusters < cap) cap = pl.max_clusters;
   if (g_tune.grid_cap > 0 && g_tune.grid_cap < cap) cap = g_tune.grid_cap;
   *nclusters = p.n < cap ? p.n : cap;
   cudaLaunchConfig_t cfg;
-  cudaLaunchAttribute attr[1];
+  cudaLaunchAttribute attr[2];
   launch_config(cfg, attr, pl, (unsigned)(*nclusters * pl.k));
+  if (after_prep) {
+    attr[cfg.numAttrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[cfg.numAttrs].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs++;
+  }
   void *args[1] = {&p};
   return cudaLaunchKernelExC(&cfg, (const void *)kern, args);
 }
@@ -1690,7 +1731,7 @@ gs_status run(const gs_ce_args *a, Op op, int backward, gs_error *err) {
     snprintf(g_last_plan, sizeof g_last_plan, "%s%s K=%d chunk=%lld threads=%d smem=%zu%s%s",
              kCounterNames[pl.kind], gen ? "/general" : "", pl.k, (long long)pl.chunk, pl.threads, pl.smem,
              g_tune.grid_cap > 0 ? " capped" : "", g_force >= 0 ? " forced" : "");
-    e = launch_rows(kernel_for(dt, pl, gen), pl, p, &nclusters);
+    e = launch_rows(kernel_for(dt, pl, gen), pl, p, &nclusters, prep && d->major >= 9);
   }
   if (e == cudaSuccess) {
     g_counts[pl.kind]++;

@@ -14,7 +14,7 @@
 -- their next row), streaming (one CTA per row, each pass reading global
 -- memory), streaming_cluster. The paths counted beside them: general (the
 -- kernel with softcap, entropy or class weights), scan_multiblock (the target
--- scan in more than one block: over 4096 rows), grad_output_rows (a fused
+-- scan in more than one block: over 256 rows), grad_output_rows (a fused
 -- forward+backward with one grad_output per row), rows_loop (fewer CTAs than
 -- rows, each looping), one_pass (the resident kernel without softcap,
 -- entropy or weights finds each chunk's max and sums in one pass: chunks of
