@@ -522,12 +522,12 @@ Row time_and_check(const Problem &p, Outputs &o, const f64ref::Reference &ref, i
 }
 
 void print_row(const char *name, const Row &r, const Row &base, const char *note) {
-  printf("%-44s %9.2f %9.3f %7.3fx %7.3fx | %8.1e %8.1e %8.1e%s%s\n", name, r.m.ms, r.m.extra_gib, r.m.ms / base.m.ms,
+  printf("%-52s %9.2f %9.3f %7.3fx %7.3fx | %8.1e %8.1e %8.1e%s%s\n", name, r.m.ms, r.m.extra_gib, r.m.ms / base.m.ms,
          r.m.extra_gib / base.m.extra_gib, r.loss_err, r.dh_err, r.dw_err, note[0] ? "  " : "", note);
 }
 
 void print_header(const char *first) {
-  printf("%-44s %9s %9s %8s %8s | %8s %8s %8s\n", first, "median ms", "extra GiB", "time", "memory", "loss err",
+  printf("%-52s %9s %9s %8s %8s | %8s %8s %8s\n", first, "median ms", "extra GiB", "time", "memory", "loss err",
          "dh err", "dW err");
 }
 
