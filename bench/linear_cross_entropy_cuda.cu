@@ -74,14 +74,6 @@ namespace {
 constexpr double kWorkspaceGiB = 32.0 / 1024.0;  // the fused kernel's cuBLAS workspace, held across calls
 
 
-#define CB(call)                                                                                   \
-  do {                                                                                             \
-    cublasStatus_t s_ = (call);                                                                    \
-    if (s_ != CUBLAS_STATUS_SUCCESS) {                                                             \
-      fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cublasGetStatusString(s_));    \
-      exit(1);                                                                                     \
-    }                                                                                              \
-  } while (0)
 
 void ok_or_die(const char *what, gs_status st, const gs_error &err) {
   if (st != GS_OK) {
@@ -269,15 +261,15 @@ struct Blas {
   cublasHandle_t h = nullptr;
   void *ws = nullptr;
   void init() {
-    CB(cublasCreate(&h));
-    CB(cublasSetMathMode(h, CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION));
+    CBLAS(cublasCreate(&h));
+    CBLAS(cublasSetMathMode(h, CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION));
     ws = dev_alloc((size_t)32 << 20);
-    CB(cublasSetWorkspace(h, ws, (size_t)32 << 20));
+    CBLAS(cublasSetWorkspace(h, ws, (size_t)32 << 20));
   }
   void gemm(cublasOperation_t ta, cublasOperation_t tb, int64_t m, int64_t n, int64_t k, float alpha, const void *a,
             gs_dtype adt, int64_t lda, const void *b, int64_t ldb, float beta, void *c, cudaDataType_t ct,
             int64_t ldc) {
-    CB(cublasGemmEx(h, ta, tb, (int)m, (int)n, (int)k, &alpha, a, ctype(adt), (int)lda, b, ctype(adt), (int)ldb, &beta,
+    CBLAS(cublasGemmEx(h, ta, tb, (int)m, (int)n, (int)k, &alpha, a, ctype(adt), (int)lda, b, ctype(adt), (int)ldb, &beta,
                     c, ct, (int)ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
 };

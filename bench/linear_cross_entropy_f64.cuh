@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "bench_cublas.h"
 #include "bench_cuda.h"
 
 namespace f64ref {
@@ -99,14 +100,6 @@ inline unsigned blocks_for(int64_t count) {
   return (unsigned)(b < 1 ? 1 : b > 4096 ? 4096 : b);
 }
 
-#define CBLAS(call)                                                                                \
-  do {                                                                                             \
-    cublasStatus_t s_ = (call);                                                                    \
-    if (s_ != CUBLAS_STATUS_SUCCESS) {                                                             \
-      fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cublasGetStatusString(s_));    \
-      exit(1);                                                                                     \
-    }                                                                                              \
-  } while (0)
 
 // The reference's outputs, on the device (cudaMalloc: outside the accounted
 // memory the benchmark measures).

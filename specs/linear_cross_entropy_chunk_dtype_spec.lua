@@ -78,13 +78,7 @@ local function expected(h, W, t, opts, grad_output, chunk_dtype)
   end)
 end
 
--- |actual - expected| <= rel * (|expected| + max |expected|), as in
--- linear_cross_entropy_spec.lua.
-local function near(actual, exp, rel, what)
-  local scale = exp:numel() > 0 and exp:abs():max():item() or 0
-  if scale ~= scale or scale == math.huge then scale = 0 end
-  assert.close(actual, exp, { rtol = rel, atol = rel * scale + 1e-30, equal_nan = true, msg = what })
-end
+local near = require("specs.support.near_scale")
 
 -- The fused forward (loss, lse, z_loss, gradients) and the backward of one
 -- backend with opts against the oracle of chunk_dtype. row_rel (default rel)

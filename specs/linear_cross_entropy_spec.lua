@@ -49,14 +49,7 @@ local function expected(h, W, t, opts, grad_output)
   end)
 end
 
--- |actual - expected| <= rel * (|expected| + max |expected|): relative to
--- the output's own scale, so that entries of a sum that cancel to near 0
--- are held to the accuracy of the sum's terms.
-local function near(actual, exp, rel, what)
-  local scale = exp:numel() > 0 and exp:abs():max():item() or 0
-  if scale ~= scale or scale == math.huge then scale = 0 end
-  assert.close(actual, exp, { rtol = rel, atol = rel * scale + 1e-30, equal_nan = true, msg = what })
-end
+local near = require("specs.support.near_scale")
 
 -- Accuracy asked of each backend against the f64 oracle.
 local REL = { ref = 1e-10, cpu = 2e-5 }

@@ -1148,6 +1148,21 @@ struct PrepParams {
   Ctrl *ctrl;
 };
 
+// Two block-wide sums in double over one value per thread (a, b in shared
+// memory, blockDim.x a power of two), in a fixed tree: the same bits on
+// every run. The totals end in a[0] and b[0].
+__device__ __forceinline__ void tree_sum2(double *a, double *b) {
+  const int tid = threadIdx.x;
+  __syncthreads();
+  for (int h = blockDim.x / 2; h > 0; h >>= 1) {
+    if (tid < h) {
+      a[tid] += a[tid + h];
+      b[tid] += b[tid + h];
+    }
+    __syncthreads();
+  }
+}
+
 __global__ void __launch_bounds__(256) ce_prep(PrepParams p) {
   __shared__ double sd[256], sn[256];
   __shared__ bool last;
@@ -1158,14 +1173,7 @@ __global__ void __launch_bounds__(256) ce_prep(PrepParams p) {
   if (mine.bad != LLONG_MAX) atomicMin(&p.ctrl->bad_row, (unsigned long long)mine.bad);
   sd[tid] = mine.d;
   sn[tid] = mine.count;
-  __syncthreads();
-  for (int h = blockDim.x / 2; h > 0; h >>= 1) {
-    if (tid < h) {
-      sd[tid] += sd[tid + h];
-      sn[tid] += sn[tid + h];
-    }
-    __syncthreads();
-  }
+  tree_sum2(sd, sn);
   if (tid == 0) {
     p.ctrl->part_d[blockIdx.x] = sd[0];
     p.ctrl->part_n[blockIdx.x] = sn[0];
@@ -1181,14 +1189,7 @@ __global__ void __launch_bounds__(256) ce_prep(PrepParams p) {
   volatile Ctrl *c = p.ctrl;
   sd[tid] = tid < (int)gridDim.x ? c->part_d[tid] : 0.0;
   sn[tid] = tid < (int)gridDim.x ? c->part_n[tid] : 0.0;
-  __syncthreads();
-  for (int h = blockDim.x / 2; h > 0; h >>= 1) {
-    if (tid < h) {
-      sd[tid] += sd[tid + h];
-      sn[tid] += sn[tid + h];
-    }
-    __syncthreads();
-  }
+  tree_sum2(sd, sn);
   if (tid == 0) {
     c->d = sd[0];
     c->count = sn[0];
