@@ -6,12 +6,10 @@
 -- the identity (its true derivative is 0 almost everywhere). The oracle
 -- here rounds f64 logits in plain Lua, independently of the kernels' C
 -- conversions, and takes the reference cross entropy of them.
-local track = require("gradspec.track")
 local cases = require("specs.support.ce_cases")
 local i64, option_cases = cases.i64, cases.option_cases
 
-local CE_OPTIONS = { "reduction", "ignore_index", "weight", "label_smoothing", "logit_scale", "softcap",
-  "lse_square_scale" }
+local oracle = require("specs.support.lce_oracle")
 
 -- Significand bits and the exponent of the smallest normal number.
 local FORMATS = { bf16 = { bits = 8, emin = -126 }, f16 = { bits = 11, emin = -14, max = 65504 } }
@@ -55,27 +53,10 @@ local function make_inputs(shape, dtype, opts, seed, dyadic)
   return h, W, t, o
 end
 
--- The oracle: f64 logits, rounded to chunk_dtype (none for f32), the
--- reference cross entropy of them and its backward, f64 projections.
+-- The oracle of chunk_dtype: f64 logits rounded to it (none for f32).
 local function expected(h, W, t, opts, grad_output, chunk_dtype)
-  return track.untracked(function()
-    local h64, W64 = h:to({ dtype = "f64", device = "cpu" }), W:to({ dtype = "f64", device = "cpu" })
-    local x = h64:matmul(W64:t())
-    local b = opts.bias and opts.bias:to("cpu"):totable()
-    x = x:map(function(v, _, c)
-      if b then v = v + b[c + 1] end
-      return chunk_dtype == "f32" and v or round_to(v, chunk_dtype)
-    end)
-    local o = { backend = "ref" }
-    for _, k in ipairs(CE_OPTIONS) do o[k] = opts[k] end
-    if o.weight then o.weight = o.weight:to("cpu") end
-    local target = t:to("cpu")
-    if type(grad_output) == "table" then grad_output = grad_output:to({ dtype = "f64", device = "cpu" }) end
-    local loss, aux = gs.cross_entropy(x, target, o)
-    local G = gs.cross_entropy_backward(x, target, grad_output or 1, o)
-    return { loss = loss, lse = aux.lse, z_loss = aux.z_loss, dh = G:matmul(W64), dW = G:t():matmul(h64),
-      db = G:sum(0) }
-  end)
+  return oracle.expected(h, W, t, opts, grad_output,
+    chunk_dtype ~= "f32" and function(v) return round_to(v, chunk_dtype) end or nil)
 end
 
 local near = require("specs.support.near_scale")

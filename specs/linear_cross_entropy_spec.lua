@@ -4,12 +4,10 @@
 -- backward G = dLoss/dx. Every option, odd shapes, chunk sizes that do and do
 -- not divide N, mean across chunks, per-row grad_output, N = 0, every row
 -- ignored, finite differences, and errors. The contract is docs/losses.md.
-local track = require("gradspec.track")
 local cases = require("specs.support.ce_cases")
 local i64, option_cases = cases.i64, cases.option_cases
 
-local CE_OPTIONS = { "reduction", "ignore_index", "weight", "label_smoothing", "logit_scale", "softcap",
-  "lse_square_scale" }
+local expected = require("specs.support.lce_oracle").expected
 
 -- h (N x H), W (V x H) scaled so that the logits have a std of about 3,
 -- targets with an ignored row and, for ignore_index = 1 cases, class 1;
@@ -26,27 +24,6 @@ local function make_inputs(shape, dtype, opts, seed)
   if o.weight == true then o.weight = gs.rand({ shape.v }, { seed = seed + 3, low = 0.5, high = 2 }) end
   if o.bias == true then o.bias = gs.randn({ shape.v }, { seed = seed + 4, dtype = dtype }) end
   return h, W, t, o
-end
-
--- The oracle: logits in f64, the reference cross entropy and its backward,
--- the three projections in f64. Untracked: it is the expectation, not a
--- result under test.
-local function expected(h, W, t, opts, grad_output)
-  return track.untracked(function()
-    local x = h:matmul(W:t())
-    if opts.bias then
-      local b = opts.bias:totable()
-      x = x:map(function(v, _, c) return v + b[c + 1] end)
-    end
-    local o = { backend = "ref" }
-    for _, k in ipairs(CE_OPTIONS) do o[k] = opts[k] end
-    if o.weight then o.weight = o.weight:to("cpu") end
-    local target = t:to("cpu")
-    if type(grad_output) == "table" then grad_output = grad_output:to({ dtype = "f64", device = "cpu" }) end
-    local loss, aux = gs.cross_entropy(x, target, o)
-    local G = gs.cross_entropy_backward(x, target, grad_output or 1, o)
-    return { loss = loss, lse = aux.lse, z_loss = aux.z_loss, dh = G:matmul(W), dW = G:t():matmul(h), db = G:sum(0) }
-  end)
 end
 
 local near = require("specs.support.near_scale")
