@@ -22,6 +22,7 @@
 local gffi = require("gradspec.ffi")
 local T = require("gradspec.tensor")
 local dtypes = require("gradspec.dtype")
+local json = require("gradspec.json")
 local ffi = gffi.ffi
 
 local M = {}
@@ -316,133 +317,6 @@ function M.save_npy(path, t, opts)
   write_file(fn, path, { NPY_MAGIC, "\1\0", le_bytes(#header, 2), header, tensor_bytes(t) })
 end
 
--- JSON (the subset safetensors headers use) ----------------------------------
-
-local JSON_NULL = setmetatable({}, { __tostring = function() return "null" end })
-
-local function json_decode(s, fn, path)
-  local pos = 1
-  local function bad(what)
-    fail(fn, path, "malformed JSON header: %s at byte %d", what, pos)
-  end
-  local function skip() pos = s:find("[^ \t\r\n]", pos) or #s + 1 end
-  local value
-  local escapes = { b = "\b", f = "\f", n = "\n", r = "\r", t = "\t", ['"'] = '"', ["\\"] = "\\", ["/"] = "/" }
-  local function utf8(cp)
-    if cp < 0x80 then return string.char(cp) end
-    if cp < 0x800 then return string.char(0xC0 + math.floor(cp / 64), 0x80 + cp % 64) end
-    if cp < 0x10000 then
-      return string.char(0xE0 + math.floor(cp / 4096), 0x80 + math.floor(cp / 64) % 64, 0x80 + cp % 64)
-    end
-    return string.char(0xF0 + math.floor(cp / 262144), 0x80 + math.floor(cp / 4096) % 64,
-      0x80 + math.floor(cp / 64) % 64, 0x80 + cp % 64)
-  end
-  local function str()
-    local out = {}
-    pos = pos + 1
-    while true do
-      local c = s:sub(pos, pos)
-      if c == "" then bad("unterminated string") end
-      if c == '"' then pos = pos + 1; break end
-      if c == "\\" then
-        local e = s:sub(pos + 1, pos + 1)
-        if e == "u" then
-          local hex = s:sub(pos + 2, pos + 5)
-          local cp = hex:match("^%x%x%x%x$") and tonumber(hex, 16)
-          if not cp then bad("bad \\u escape") end
-          pos = pos + 6
-          if cp >= 0xD800 and cp < 0xDC00 and s:sub(pos, pos + 1) == "\\u" then
-            local lo = tonumber(s:sub(pos + 2, pos + 5), 16)
-            if lo and lo >= 0xDC00 and lo < 0xE000 then
-              cp = 0x10000 + (cp - 0xD800) * 1024 + (lo - 0xDC00)
-              pos = pos + 6
-            end
-          end
-          out[#out + 1] = utf8(cp)
-        elseif escapes[e] then
-          out[#out + 1] = escapes[e]
-          pos = pos + 2
-        else
-          bad("bad escape \\" .. e)
-        end
-      else
-        local stop = s:find('["\\]', pos) or #s + 1
-        out[#out + 1] = s:sub(pos, stop - 1)
-        pos = stop
-      end
-    end
-    return table.concat(out)
-  end
-  function value()
-    skip()
-    local c = s:sub(pos, pos)
-    if c == "{" then
-      local obj, keys = {}, {}
-      pos = pos + 1
-      skip()
-      if s:sub(pos, pos) == "}" then pos = pos + 1; return obj, keys end
-      while true do
-        skip()
-        if s:sub(pos, pos) ~= '"' then bad("expected a string key") end
-        local k = str()
-        skip()
-        if s:sub(pos, pos) ~= ":" then bad("expected ':'") end
-        pos = pos + 1
-        if obj[k] ~= nil then bad("duplicate key \"" .. k .. "\"") end
-        obj[k] = value()
-        keys[#keys + 1] = k
-        skip()
-        local sep = s:sub(pos, pos)
-        pos = pos + 1
-        if sep == "}" then return obj, keys end
-        if sep ~= "," then pos = pos - 1; bad("expected ',' or '}'") end
-      end
-    elseif c == "[" then
-      local arr = { json_array = true }
-      pos = pos + 1
-      skip()
-      if s:sub(pos, pos) == "]" then pos = pos + 1; return arr end
-      while true do
-        arr[#arr + 1] = value()
-        skip()
-        local sep = s:sub(pos, pos)
-        pos = pos + 1
-        if sep == "]" then return arr end
-        if sep ~= "," then pos = pos - 1; bad("expected ',' or ']'") end
-      end
-    elseif c == '"' then
-      return str()
-    end
-    local num = s:match("^-?%d+%.?%d*[eE]?[-+]?%d*", pos)
-    if num and #num > 0 then
-      pos = pos + #num
-      local n = tonumber(num)
-      if not n then bad("bad number " .. num) end
-      return n
-    end
-    for _, word in ipairs({ "true", "false", "null" }) do
-      if s:sub(pos, pos + #word - 1) == word then
-        pos = pos + #word
-        if word == "null" then return JSON_NULL end
-        return word == "true"
-      end
-    end
-    bad("unexpected character " .. string.format("%q", c))
-  end
-  local root, keys = value()
-  skip()
-  if pos <= #s then bad("trailing text") end
-  return root, keys
-end
-
-local function json_string(s)
-  return '"' .. s:gsub('[%c"\\]', function(c)
-    if c == '"' then return '\\"' end
-    if c == "\\" then return "\\\\" end
-    return string.format("\\u%04x", c:byte())
-  end) .. '"'
-end
-
 -- safetensors ----------------------------------------------------------------
 
 local st_to_gs = { F64 = "f64", F32 = "f32", BF16 = "bf16", F16 = "f16", I32 = "i32", I64 = "i64" }
@@ -466,27 +340,28 @@ function M.load_safetensors(path)
   end
   local text = bytes:sub(9, 8 + n)
   if text:sub(1, 1) ~= "{" then fail(fn, path, "the header does not start with '{' (not a safetensors file?)") end
-  local header, keys = json_decode(text, fn, path)
+  local header, jerr = json.decode(text)
+  if header == nil then fail(fn, path, "malformed JSON header: %s", jerr) end
   local data_start = 8 + n
   local data_len = #bytes - data_start
   local out, metadata, spans = {}, {}, {}
-  for _, name in ipairs(keys) do
+  for _, name in ipairs(json.keys(header)) do
     local e = header[name]
     if name == "__metadata__" then
-      if type(e) ~= "table" or e.json_array then fail(fn, path, "__metadata__ is not an object") end
+      if not json.is_object(e) then fail(fn, path, "__metadata__ is not an object") end
       for k, v in pairs(e) do
         if type(v) ~= "string" then fail(fn, path, "__metadata__[\"%s\"] is not a string", k) end
         metadata[k] = v
       end
     else
-      if type(e) ~= "table" or e.json_array then fail(fn, path, "tensor '%s': the entry is not an object", name) end
+      if not json.is_object(e) then fail(fn, path, "tensor '%s': the entry is not an object", name) end
       if type(e.dtype) ~= "string" then fail(fn, path, "tensor '%s': no dtype", name) end
       local dname = st_to_gs[e.dtype]
       if not dname then
         fail(fn, path, "tensor '%s' has dtype %s, which gradspec does not support (F64, F32, BF16, F16, I32, I64)", name, e.dtype)
       end
       local dt = dtypes.by_name[dname]
-      if type(e.shape) ~= "table" or not e.shape.json_array then fail(fn, path, "tensor '%s': shape is not a list", name) end
+      if not json.is_array(e.shape) then fail(fn, path, "tensor '%s': shape is not a list", name) end
       local shape = {}
       for i, s in ipairs(e.shape) do
         if type(s) ~= "number" or s < 0 or s ~= math.floor(s) then
@@ -499,7 +374,7 @@ function M.load_safetensors(path)
           table.concat(shape, ", "), #shape)
       end
       local off = e.data_offsets
-      if type(off) ~= "table" or not off.json_array or #off ~= 2 or type(off[1]) ~= "number" or type(off[2]) ~= "number"
+      if not json.is_array(off) or #off ~= 2 or type(off[1]) ~= "number" or type(off[2]) ~= "number"
         or off[1] < 0 or off[2] < off[1] then
         fail(fn, path, "tensor '%s': data_offsets must be [begin, end] with 0 <= begin <= end", name)
       end
@@ -536,35 +411,43 @@ end
 function M.save_safetensors(path, tensors, metadata)
   local fn = "save_safetensors"
   if type(tensors) ~= "table" then error(fn .. ": expected a table of name = tensor", 2) end
+  -- The header is JSON, so its strings must be UTF-8 (load_safetensors
+  -- refuses any other header).
+  local function utf8_text(what, s)
+    local bad = json.utf8_invalid_at(s)
+    if bad then
+      local shown = s:gsub("[%c\128-\255]", function(c) return string.format("\\x%02X", c:byte()) end)
+      error(string.format("%s: %s \"%s\" is not valid UTF-8 (byte %d is 0x%02X)", fn, what, shown, bad, s:byte(bad)), 3)
+    end
+  end
   local names = {}
   for name, t in pairs(tensors) do
     if type(name) ~= "string" then error(string.format("%s: tensor names must be strings, got %s", fn, type(name)), 2) end
     if name == "__metadata__" then error(fn .. ": '__metadata__' is reserved; pass metadata as the third argument", 2) end
     if not T.is_tensor(t) then error(string.format("%s: '%s' is not a tensor", fn, name), 2) end
+    utf8_text("the tensor name", name)
     names[#names + 1] = name
   end
   table.sort(names)
-  local entries, blobs, at = {}, {}, 0
+  local order, header, blobs, at = {}, {}, {}, 0
   if metadata then
-    local mkeys = {}
     for k, v in pairs(metadata) do
       if type(k) ~= "string" or type(v) ~= "string" then error(fn .. ": metadata must map strings to strings", 2) end
-      mkeys[#mkeys + 1] = k
+      utf8_text("the metadata key", k)
+      utf8_text("the metadata value", v)
     end
-    table.sort(mkeys)
-    local parts = {}
-    for _, k in ipairs(mkeys) do parts[#parts + 1] = json_string(k) .. ":" .. json_string(metadata[k]) end
-    entries[#entries + 1] = '"__metadata__":{' .. table.concat(parts, ",") .. "}"
+    order[1], header.__metadata__ = "__metadata__", metadata
   end
   for _, name in ipairs(names) do
     local t = tensors[name]
     local blob = tensor_bytes(t)
-    entries[#entries + 1] = string.format('%s:{"dtype":"%s","shape":[%s],"data_offsets":[%d,%d]}',
-      json_string(name), gs_to_st[t.dtype], table.concat(t:shape(), ","), at, at + #blob)
+    order[#order + 1] = name
+    header[name] = json.object({ "dtype", "shape", "data_offsets" },
+      { dtype = gs_to_st[t.dtype], shape = json.array(t:shape()), data_offsets = json.array({ at, at + #blob }) })
     blobs[#blobs + 1] = blob
     at = at + #blob
   end
-  local header = "{" .. table.concat(entries, ",") .. "}"
+  header = json.encode(json.object(order, header))
   header = header .. string.rep(" ", (8 - #header % 8) % 8)
   local parts = { le_bytes(#header, 8), header }
   for _, b in ipairs(blobs) do parts[#parts + 1] = b end

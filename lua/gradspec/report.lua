@@ -1,5 +1,7 @@
 -- Turning results into text, TAP 13 or JUnit XML. Every format ends the run
 -- with "N passed, N failed, N skipped" alone on a line.
+local json = require("gradspec.json")
+
 local M = {}
 
 local function summary_line(c)
@@ -305,100 +307,12 @@ end
 
 -- JSON ---------------------------------------------------------------------
 
--- Text as a JSON string: escaped, and valid UTF-8 (a byte that does not
--- start or continue a valid sequence becomes U+FFFD).
-local function utf8_clean(s)
-  if not s:find("[\128-\255]") then return s end
-  local out, i, n = {}, 1, #s
-  while i <= n do
-    local c = s:byte(i)
-    local len = c < 0x80 and 1 or (c >= 0xC2 and c <= 0xDF) and 2 or (c >= 0xE0 and c <= 0xEF) and 3
-      or (c >= 0xF0 and c <= 0xF4) and 4 or 0
-    local ok = len > 0 and i + len - 1 <= n
-    if ok and len > 1 then
-      for j = i + 1, i + len - 1 do
-        local d = s:byte(j)
-        if d < 0x80 or d > 0xBF then ok = false; break end
-      end
-      local d = s:byte(i + 1)
-      if ok and c == 0xE0 and d < 0xA0 then ok = false end -- overlong
-      if ok and c == 0xED and d > 0x9F then ok = false end -- surrogates
-      if ok and c == 0xF0 and d < 0x90 then ok = false end -- overlong
-      if ok and c == 0xF4 and d > 0x8F then ok = false end -- above U+10FFFF
-    end
-    if ok then
-      out[#out + 1] = s:sub(i, i + len - 1)
-      i = i + len
-    else
-      out[#out + 1] = "\239\191\189"
-      i = i + 1
-    end
-  end
-  return table.concat(out)
-end
-
-local json_escapes = { ['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b", ["\f"] = "\\f", ["\n"] = "\\n",
-  ["\r"] = "\\r", ["\t"] = "\\t" }
-
-M.utf8_clean = utf8_clean
-
-local function json_string(s)
-  s = utf8_clean(tostring(s))
-  return '"' .. s:gsub('[%z\1-\31"\\]', function(c)
-    return json_escapes[c] or string.format("\\u%04x", c:byte())
-  end) .. '"'
-end
-
--- Encodes nil (null), booleans, numbers (NaN and infinities as null),
--- strings, arrays (tables with a [1] or marked with json_array) and objects
--- (keys in the order of the table's `_order` list, else sorted).
-local ARRAY = {}
-M.json_array = function(t) return setmetatable(t or {}, ARRAY) end
-
-local function encode(v, indent, depth)
-  local t = type(v)
-  if v == nil then return "null" end
-  if t == "boolean" then return tostring(v) end
-  if t == "number" then
-    if v ~= v or v == math.huge or v == -math.huge then return "null" end
-    if v == math.floor(v) and math.abs(v) < 2 ^ 53 then return string.format("%d", v) end
-    return string.format("%.17g", v)
-  end
-  if t == "string" then return json_string(v) end
-  if t ~= "table" then return json_string(tostring(v)) end
-  local pad = indent and ("\n" .. string.rep(indent, depth + 1)) or ""
-  local close = indent and ("\n" .. string.rep(indent, depth)) or ""
-  local sep = indent and ": " or ":"
-  if getmetatable(v) == ARRAY or v[1] ~= nil then
-    if #v == 0 then return "[]" end
-    local parts = {}
-    for i = 1, #v do parts[i] = pad .. encode(v[i], indent, depth + 1) end
-    return "[" .. table.concat(parts, ",") .. close .. "]"
-  end
-  local keys = v._order
-  if not keys then
-    keys = {}
-    for k in pairs(v) do keys[#keys + 1] = k end
-    table.sort(keys)
-  end
-  local parts = {}
-  for _, k in ipairs(keys) do
-    if k ~= "_order" then parts[#parts + 1] = pad .. json_string(k) .. sep .. encode(v[k], indent, depth + 1) end
-  end
-  if #parts == 0 then return "{}" end
-  return "{" .. table.concat(parts, ",") .. close .. "}"
-end
-M.json_encode = function(v, indent) return encode(v, indent, 0) end
-
 -- An object whose keys are written in the given order; a key whose value
--- is nil is written as null.
-local function obj(order, fields)
-  fields._order = order
-  return fields
-end
+-- is nil is written as null (gradspec.json).
+local obj = json.object
 
 local function strings(list)
-  local out = M.json_array()
+  local out = json.array()
   for i, x in ipairs(list or {}) do out[i] = tostring(x) end
   return out
 end
@@ -409,14 +323,14 @@ end
 function M.json(results, counts, state, notes, info)
   info = info or {}
   state = state or {}
-  local files, by_file = M.json_array(), {}
+  local files, by_file = json.array(), {}
   local total_assertions, total_time = 0, 0
   for _, r in ipairs(results) do
     local fname = r.file or "?"
     local f = by_file[fname]
     if not f then
       f = obj({ "file", "status", "duration", "passed", "failed", "skipped", "its" },
-        { file = fname, passed = 0, failed = 0, skipped = 0, its = M.json_array(), time = 0 })
+        { file = fname, passed = 0, failed = 0, skipped = 0, its = json.array(), time = 0 })
       by_file[fname] = f
       files[#files + 1] = f
     end
@@ -439,22 +353,23 @@ function M.json(results, counts, state, notes, info)
     f.duration = (state.file_times or {})[f.file] or f.time
     f.time = nil
   end
-  local flaky = M.json_array()
+  local flaky = json.array()
   for i, e in ipairs(M.flaky(results)) do
-    local seeds = M.json_array()
+    local seeds = json.array()
     for j, sd in ipairs(e.seeds) do seeds[j] = sd end
     flaky[i] = obj({ "name", "file", "line", "runs", "failed", "failed_seeds" },
       { name = e.name, file = e.file, line = e.line or 0, runs = e.runs, failed = e.failed, failed_seeds = seeds })
   end
-  local note_list = M.json_array()
+  local note_list = json.array()
   for i, n in ipairs(notes or {}) do note_list[i] = obj({ "kind", "text" }, { kind = n.kind, text = n.text }) end
   local interrupted = nil
   if state.interrupted and state.interrupted ~= 0 then
     interrupted = obj({ "signal", "in", "files_not_run" },
       { signal = tostring(state.signal), ["in"] = state.file, files_not_run = state.not_run or 0 })
   end
-  local doc = obj({ "format", "gradspec", "seed", "shuffle_seed", "repeat", "jobs", "shard", "summary", "interrupted",
-    "notes", "files", "flaky" }, {
+  local order = { "format", "gradspec", "seed", "shuffle_seed", "repeat", "jobs", "shard", "summary", "interrupted",
+    "notes", "files", "flaky" }
+  local doc = obj(order, {
     format = "gradspec-run/1", gradspec = info.version, seed = info.seed, shuffle_seed = info.shuffle_seed,
     ["repeat"] = info["repeat"] or 1, jobs = info.jobs or 1, shard = info.shard,
     summary = obj({ "passed", "failed", "skipped", "its", "assertions", "duration" }, {
@@ -463,15 +378,15 @@ function M.json(results, counts, state, notes, info)
     interrupted = interrupted, notes = note_list, files = files, flaky = flaky,
   })
   if info.slowest then
-    local slow = M.json_array()
+    local slow = json.array()
     for i, r in ipairs(M.slowest(results, info.slowest)) do
       slow[i] = obj({ "name", "file", "line", "duration", "repeat" },
         { name = r.name, file = r.file, line = r.line or 0, duration = r.time, ["repeat"] = r["repeat"] })
     end
     doc.slowest = slow
-    doc._order[#doc._order + 1] = "slowest"
+    order[#order + 1] = "slowest"
   end
-  return M.json_encode(doc, "  ") .. "\n"
+  return json.encode(doc, "  ") .. "\n"
 end
 
 return M

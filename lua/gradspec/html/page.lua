@@ -24,7 +24,7 @@ end
 
 -- Invalid UTF-8 bytes become U+FFFD (the JSON report's rule), so that the
 -- page decodes as UTF-8.
-M.utf8_clean = require("gradspec.report").utf8_clean
+M.utf8_clean = require("gradspec.json").utf8_clean
 
 -- Numbers as a reader wants them: short, and nan/inf spelt out.
 function M.num(x, digits)
