@@ -8,6 +8,8 @@
 --   [--rows 8192] [--vocab 128256] [--dtype bf16] [--reps 10] [--ranks 2]
 --   [--device cpu: the same on CPU ranks and the cpu kernels, a smoke test]
 -- NCCL as for gs.dist (GRADSPEC_NCCL names the library file).
+local shards = require("gradspec.vocab_shards")
+
 local opts = { rows = 8192, vocab = 128256, dtype = "bf16", reps = 10, ranks = 2, device = "cuda" }
 do
   local i = 1
@@ -22,16 +24,6 @@ do
 end
 local N, V = opts.rows, opts.vocab
 
-local function shards(R)
-  local out, start = {}, 0
-  for r = 0, R - 1 do
-    local width = math.floor(V / R) + (r < V % R and 1 or 0)
-    out[r] = { start = start, width = width }
-    start = start + width
-  end
-  return out
-end
-
 local function median(list)
   table.sort(list)
   local n = #list
@@ -40,8 +32,7 @@ end
 
 -- The same logits whatever R, drawn once here: the forked ranks share them
 -- and each copies its columns to its GPU.
-local full = gs.randn({ N, V }, { std = 2, dtype = opts.dtype, seed = 11 })
-local target = gs.randint(0, V, { N }, { dtype = "i64", seed = 5 })
+local full, target = shards.inputs(N, V, opts.dtype, { logits = 11, target = 5 })
 
 -- Per rank: its shard of the logits on its device; `unsharded` times the
 -- single-device kernel over all V columns instead (one rank). Two ways:
@@ -50,15 +41,15 @@ local target = gs.randint(0, V, { N }, { dtype = "i64", seed = 5 })
 -- loss is the first call's: the same on every line, since the sharded runs
 -- compute the unsharded loss.
 local function measure(R, backend, unsharded)
-  local parts = shards(R)
+  local parts = shards.shards(V, R)
   local res = gs.dist.run(R, function(comm)
     local p = parts[comm.rank]
-    local x = full:cols_view(p.start, p.width):contiguous():to(opts.device)
+    local x = shards.columns(full, p, opts.device)
     local t = target:to(opts.device)
     local out = {}
     for _, inplace in ipairs({ false, true }) do
       local o = { grad = true, inplace = inplace }
-      if not unsharded then o.comm, o.vocab_start = comm, p.start end
+      if not unsharded then o = shards.rank_opts(o, comm, p) end
       local times, loss = {}, nil
       for k = 0, opts.reps do -- call 0 warms up
         comm:barrier()

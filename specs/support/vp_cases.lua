@@ -1,22 +1,14 @@
--- Shared by the vocab-parallel specs: shards, inputs with nasty rows, every
--- op of the family on one option table, the option sets, and the check
--- that a sharded run equals the unsharded op.
+-- Shared by the vocab-parallel specs: shards (gradspec.vocab_shards, which
+-- the benchmark uses too), inputs with nasty rows, every op of the family
+-- on one option table, the option sets, and the check that a sharded run
+-- equals the unsharded op.
 local gs = require("gradspec")
+local shards = require("gradspec.vocab_shards")
 local assert = gs.assert
 
 local M = {}
 
--- Column ranges of V split over R ranks, the first V % R ranks one wider:
--- V = 37 on 4 ranks is 10, 9, 9, 9.
-function M.shards(V, R)
-  local out, start = {}, 0
-  for r = 0, R - 1 do
-    local width = math.floor(V / R) + (r < V % R and 1 or 0)
-    out[r] = { start = start, width = width }
-    start = start + width
-  end
-  return out
-end
+M.shards = shards.shards
 
 function M.copy(t)
   local o = {}
@@ -27,13 +19,12 @@ end
 -- Row 0 has its max tied across the first shard boundary, row 1 is
 -- confident, row 2 has -inf logits, row 3 is ignored under ignore_index 3.
 function M.inputs(N, V, dtype)
-  local x = gs.randn({ N, V }, { std = 2, dtype = "f64" })
+  local x, t = shards.inputs(N, V, "f64")
   x:set(0, 0, 4)
   x:set(0, V - 1, 4)
   x:set(1, 5, 45)
   x:set(2, 1, -math.huge)
   x:set(2, V - 2, -math.huge)
-  local t = gs.randint(0, V, { N }, { dtype = "i64" })
   t:set(1, 5)
   t:set(3, 3)
   return x:to(dtype), t
@@ -99,12 +90,12 @@ function M.check(c)
   if gs.is_tensor(go) then go_full = go:to((c.expect or c.backend) == "ref" and "f64" or "f32") end
   full_o.grad_output = go_full
   local full = M.all_ops(x, t, full_o, go_full)
-  local parts = M.shards(V, c.R)
+  local parts = shards.shards(V, c.R)
   local device = c.backend == "cuda" and "cuda" or "cpu"
   local got = gs.dist.run(c.R, function(comm)
     local p = parts[comm.rank]
-    local mine = M.copy(o)
-    mine.backend, mine.comm, mine.vocab_start = c.backend, comm, p.start
+    local mine = shards.rank_opts(o, comm, p)
+    mine.backend = c.backend
     if w then
       local slice = {}
       for j = p.start, p.start + p.width - 1 do slice[#slice + 1] = w:get(j) end
@@ -112,7 +103,7 @@ function M.check(c)
     end
     local g = gs.is_tensor(go) and go:to(device) or go
     mine.grad_output = g
-    return M.all_ops(x:cols_view(p.start, p.width):contiguous():to(device), t:to(device), mine, g)
+    return M.all_ops(shards.columns(x, p, device), t:to(device), mine, g)
   end, { timeout = 60, backend = c.comm or "cpu" })
   local tl = M.tol[c.backend]
   if c.dtype == "bf16" then tl = { equal_nan = true } end -- the dtype's own tolerance
