@@ -116,10 +116,10 @@ describe("cuda paths beside the plans", { tags = { "cuda" } }, function()
     assert.is_true(counts.grad_output_rows >= 1, "grad_output_rows reached")
   end)
 
-  -- The hot resident kernel finds a chunk's max and sums in one pass where
+  -- The hot kernels (resident and streaming) find a chunk's max and sums in one pass where
   -- the chunk is whole aligned vectors (contiguous rows, V a multiple of 8
   -- bf16/f16 or 4 f32 values), in two passes elsewhere (rows of stride V + 3).
-  for _, plan in ipairs({ "resident", "resident_cluster" }) do
+  for _, plan in ipairs({ "resident", "resident_cluster", "streaming", "streaming_cluster" }) do
     for _, dtype in ipairs({ "f32", "bf16", "f16" }) do
       it(string.format("%s, %s: one pass on whole aligned chunks, two passes on ragged ones, both agree", plan, dtype), function()
         skip_if(CLUSTER[plan] and not clusters(), plan .. " needs thread-block clusters")
@@ -164,8 +164,8 @@ describe("cuda paths beside the plans", { tags = { "cuda" } }, function()
     row(function(j) return (j * 37 % 64) * 0.5 end)                    -- max late, target early
     row(function(j) return j == 64 and 1e4 or j end)                   -- huge spread
     local t = i64({ 3, 0, 2, 1, 7, 50, 0, 63 })
-    for _, plan in ipairs({ "resident", "resident_cluster" }) do
-      if plan == "resident" or clusters() then
+    for _, plan in ipairs({ "resident", "resident_cluster", "streaming", "streaming_cluster" }) do
+      if not CLUSTER[plan] or clusters() then
         gs.cuda.force_plan(plan)
         for _, dtype in ipairs({ "f32", "bf16" }) do
           local x = gs.tensor(rows, { dtype = dtype })
@@ -192,9 +192,10 @@ describe("cuda paths beside the plans", { tags = { "cuda" } }, function()
 end)
 
 describe("cuda plans chosen automatically", { tags = { "cuda" } }, function()
-  -- What each size selects: with clusters, a 64 KB chunk per CTA, up to 16
-  -- CTAs a row, streaming past what 16 CTAs hold; without, one CTA a row,
-  -- resident while the row fits in shared memory.
+  -- What each size selects: with clusters, chunks as large as three CTAs per
+  -- SM hold (74 KB on an H200), up to 16 CTAs a row, streaming past what 16
+  -- CTAs hold; without, one CTA a row, resident while the row fits in shared
+  -- memory.
   local SIZES = {
     { n = 4, v = 1003, dtype = "f32", with = "resident", without = "resident" },
     { n = 2, v = 128256, dtype = "bf16", with = "resident_cluster", without = "streaming" },

@@ -59,12 +59,14 @@ namespace {
 constexpr int kMaxThreads = 256;
 constexpr int kMaxWarps = kMaxThreads / 32;
 constexpr int kPrepBlocks = 128;
-// The automatic plan: resident chunks of about kAutoChunk bytes, one buffer
-// per CTA, three CTAs per SM, up to 16 CTAs per row. Measured on an H100
-// (bench --sweep): this beat 16-48 KB chunks, 64-128 threads, and the
-// double-buffered persistent mode (mode 3: the next row prefetched while
-// this one is computed), which ran 10-40% slower at every size tried.
-constexpr int64_t kAutoChunk = 64 * 1024;
+// The automatic plan: resident chunks as large as three CTAs per SM allow
+// (DevState::auto_chunk, 74 KB on an H100 or H200), one buffer per CTA, up
+// to 16 CTAs per row. Measured (bench --sweep): this beat 16-64 KB chunks,
+// 64-128 threads, and the double-buffered persistent mode (mode 3: the next
+// row prefetched while this one is computed), which ran 10-40% slower at
+// every size tried; 74 KB chunks beat 64 KB ones where they take fewer CTAs
+// per row (f32 8192 x 128256: 7 instead of 8).
+constexpr int kAutoCtasPerSm = 3;
 constexpr int kAutoBuffers = 1;
 constexpr int kAutoMaxCluster = 16;
 constexpr float kLog2e = 1.4426950408889634f;
@@ -110,6 +112,7 @@ struct Params {
   int go_per_row;
   const Ctrl *ctrl;
   int phases;         // benchmark hook: kSkip* bits, phases left out for timing
+  int whole;          // every chunk is whole 16-byte vectors, 16-byte aligned in every row (the host's test)
 };
 
 // Phases the benchmark leaves out to see where the time goes (never set by
@@ -120,11 +123,40 @@ constexpr int kSkipGradMath = 2;
 constexpr int kTwoPass = 4;  // the max and sums in two passes, as the other kernels
 // cp.async groups of the resident hot kernel's chunk (online stats).
 constexpr int kGroups = 4;
+// Vectors a streaming thread has in flight in each pass.
+constexpr int kBatch = 4;
 
 __device__ __forceinline__ float ex2(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
   return y;
+}
+
+// L2 eviction hints for the streaming plans, which read a chunk twice: its
+// first read (the statistics) asks L2 to keep the lines, its second (the
+// gradient) and the gradient's stores to drop them first, so that the
+// chunks of the CTAs running now stay in L2 between their two reads.
+__device__ __forceinline__ uint64_t l2_keep() {
+  uint64_t pol;
+  asm("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(pol));
+  return pol;
+}
+__device__ __forceinline__ uint64_t l2_drop() {
+  uint64_t pol;
+  asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(pol));
+  return pol;
+}
+__device__ __forceinline__ uint4 ld_hint(const void *ptr, uint64_t pol) {
+  uint4 r;
+  asm("ld.global.L1::no_allocate.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;"
+      : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+      : "l"(ptr), "l"(pol));
+  return r;
+}
+__device__ __forceinline__ void st_hint(void *ptr, uint4 v, uint64_t pol) {
+  asm volatile("st.global.L2::cache_hint.v4.u32 [%0], {%1, %2, %3, %4}, %5;" ::"l"(ptr), "r"(v.x), "r"(v.y),
+               "r"(v.z), "r"(v.w), "l"(pol)
+               : "memory");
 }
 
 __device__ __forceinline__ int64_t load_target(const void *t, int tgt64, int64_t i) {
@@ -180,14 +212,21 @@ __device__ __forceinline__ unsigned pack_f16(float a, float b) {
 
 // Stores NV gradient values at column offset j of a row; aligned says the
 // row's chunk start is 16-byte aligned, so whole vectors go out at once.
-template <int NV>
+// HINT: whole vectors are stored with the L2 policy pol (streaming plans).
+template <int NV, bool HINT = false>
 __device__ __forceinline__ void store_grad(void *row, int gdtype, int64_t j, const float *g, int nvalid,
-                                           bool aligned) {
+                                           bool aligned, uint64_t pol = 0) {
+  auto put = [&](void *q, uint4 v) {
+    if (HINT) st_hint(q, v, pol);
+    else *(uint4 *)q = v;
+  };
   if (gdtype == GS_F32) {
     float *p = (float *)row + j;
     if (aligned && nvalid == NV) {
 #pragma unroll
-      for (int k = 0; k < NV; k += 4) *(float4 *)(p + k) = make_float4(g[k], g[k + 1], g[k + 2], g[k + 3]);
+      for (int k = 0; k < NV; k += 4)
+        put(p + k, make_uint4(__float_as_uint(g[k]), __float_as_uint(g[k + 1]), __float_as_uint(g[k + 2]),
+                              __float_as_uint(g[k + 3])));
     } else {
       #pragma unroll
       for (int k = 0; k < NV; k++)
@@ -197,8 +236,7 @@ __device__ __forceinline__ void store_grad(void *row, int gdtype, int64_t j, con
     __nv_bfloat16 *p = (__nv_bfloat16 *)row + j;
     if (aligned && nvalid == NV) {
       if (NV == 8) {
-        *(uint4 *)p = make_uint4(pack_bf16(g[0], g[1]), pack_bf16(g[2], g[3]), pack_bf16(g[4], g[5]),
-                                 pack_bf16(g[6], g[7]));
+        put(p, make_uint4(pack_bf16(g[0], g[1]), pack_bf16(g[2], g[3]), pack_bf16(g[4], g[5]), pack_bf16(g[6], g[7])));
       } else {
         *(uint2 *)p = make_uint2(pack_bf16(g[0], g[1]), pack_bf16(g[2], g[3]));
       }
@@ -211,8 +249,7 @@ __device__ __forceinline__ void store_grad(void *row, int gdtype, int64_t j, con
     __half *p = (__half *)row + j;
     if (aligned && nvalid == NV) {
       if (NV == 8) {
-        *(uint4 *)p = make_uint4(pack_f16(g[0], g[1]), pack_f16(g[2], g[3]), pack_f16(g[4], g[5]),
-                                 pack_f16(g[6], g[7]));
+        put(p, make_uint4(pack_f16(g[0], g[1]), pack_f16(g[2], g[3]), pack_f16(g[4], g[5]), pack_f16(g[6], g[7])));
       } else {
         *(uint2 *)p = make_uint2(pack_f16(g[0], g[1]), pack_f16(g[2], g[3]));
       }
@@ -338,14 +375,15 @@ __device__ __forceinline__ float softcap_z(float x, float s_over_c, float c, flo
 
 // Programmatic dependent launch (sm_90 and newer): the row kernel may start
 // while the target scan (ce_prep) still runs, and waits for it here, before
-// it reads the control block; below sm_90 the launch is an ordinary one and
-// these are nothing.
+// it reads the control block; the loss sum (ce_reduce) likewise waits for
+// the row kernel. Below sm_90 the launches are ordinary ones and these are
+// nothing.
 __device__ __forceinline__ void prep_done_wait() {
 #ifdef GS_CE_CLUSTERS
   asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
 }
-__device__ __forceinline__ void let_rows_start() {
+__device__ __forceinline__ void let_dependents_start() {
 #ifdef GS_CE_CLUSTERS
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
@@ -534,6 +572,7 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
     for (int j = from + tid; j < clen; j += nthr) dst[j] = src[j];
   };
 
+  let_dependents_start();  // the loss sum may be scheduled; it waits for this grid's end
   int64_t row = blockIdx.x / K;
   int cur = 0;
   if (db) {
@@ -572,13 +611,15 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
       if (nrow < p.n && row_live(nrow)) fetch_async(nrow, buf + (cur ^ 1) * p.chunk);
       cp_async_commit();
     }
+    // An ignored row's gradient, and the benchmark's kSkipGradMath phase.
+    auto store_zeros = [&] {
+      const float zero[NV] = {};
+      for (int vi = tid; vi < nvec; vi += nthr)
+        store_grad<NV>(grow, p.gdtype, c0 + (int64_t)vi * NV, zero, min(NV, clen - vi * NV), galigned);
+    };
     if (skip) {
       if (call_failed()) break;
-      if (grow) {
-        const float zero[NV] = {};
-        for (int vi = tid; vi < nvec; vi += nthr)
-          store_grad<NV>(grow, p.gdtype, c0 + (int64_t)vi * NV, zero, min(NV, clen - vi * NV), galigned);
-      }
+      if (grow) store_zeros();
       if (leader && p.want_loss) {
         if (p.loss) p.loss[row] = 0.f;
         if (p.rowbuf) p.rowbuf[2 * row] = p.rowbuf[2 * row + 1] = 0.f;
@@ -599,7 +640,7 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
     const bool xaligned = (((uintptr_t)xc) & 15) == 0;
     // The hot kernel's one-pass statistics (see the stats pass below): whole
     // aligned vectors only, every thread reading back just what it fetched.
-    const bool online = !GEN && RES && !db && clen % NV == 0 && xaligned && !(p.phases & (kSkipStats | kTwoPass));
+    const bool online = !GEN && !db && p.whole && !(p.phases & (kSkipStats | kTwoPass));
     // This thread's vectors vi = tid + i nthr, i < own, fetched in kGroups
     // cp.async groups, so that the stats pass starts on the first group
     // while the others are in flight.
@@ -675,7 +716,37 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
     // vector at the end of a chunk (if any) in a call of its own.
     const int nfull = clen / NV, rem = clen - nfull * NV;
     const int tail_tid = nfull % nthr;
-    auto for_vecs = [&](auto &&body) {
+    auto for_vecs = [&](auto &&body, bool last_read = false) {
+      if constexpr (!RES) {
+        if (xaligned) {
+          // Streaming: kBatch vectors in flight per thread; the gradient's
+          // read is the chunk's last, and L2 may drop its lines first.
+          const uint64_t pol = last_read ? l2_drop() : l2_keep();
+          int vi = tid;
+          for (; vi + (kBatch - 1) * nthr < nfull; vi += kBatch * nthr) {
+            uint4 raw[kBatch];
+#pragma unroll
+            for (int u = 0; u < kBatch; u++) raw[u] = ld_hint(xc + (int64_t)(vi + u * nthr) * NV, pol);
+#pragma unroll
+            for (int u = 0; u < kBatch; u++) {
+              float x[NV];
+              Vec<T>::cvt(raw[u], x);
+              body(vi + u * nthr, x, NV);
+            }
+          }
+          for (; vi < nfull; vi += nthr) {
+            float x[NV];
+            Vec<T>::cvt(ld_hint(xc + (int64_t)vi * NV, pol), x);
+            body(vi, x, NV);
+          }
+          if (rem && tid == tail_tid) {
+            float x[NV];
+            load(nfull, x, rem);
+            body(nfull, x, rem);
+          }
+          return;
+        }
+      }
 #pragma unroll 2
       for (int vi = tid; vi < nfull; vi += nthr) {
         float x[NV];
@@ -711,16 +782,7 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
       constexpr bool POS = decltype(positive)::value;
       constexpr bool SM = decltype(with_smooth)::value;
       float mref = 0.f;
-#pragma unroll
-      for (int g = 0; g < kGroups; g++) {
-        if (g == 0) cp_async_wait<kGroups - 1>();
-        else if (g == 1) cp_async_wait<kGroups - 2>();
-        else if (g == 2) cp_async_wait<kGroups - 3>();
-        else cp_async_wait<0>();
-        for (int i = g * own / kGroups; i < (g + 1) * own / kGroups; i++) {
-          const int j0 = (tid + i * nthr) * NV;
-          float x[NV];
-          Vec<T>::cvt(*(const uint4 *)(bcur + j0), x);
+      auto step = [&](int j0, const float *x) {
           float xm = -INFINITY;
 #pragma unroll
           for (int k = 0; k < NV; k++) xm = fmaxf(xm, POS ? x[k] : -x[k]);
@@ -756,6 +818,37 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
             s1 += e[k + 1];
           }
           acc[0] += s0 + s1;
+      };
+      if constexpr (RES) {
+#pragma unroll
+        for (int g = 0; g < kGroups; g++) {
+          if (g == 0) cp_async_wait<kGroups - 1>();
+          else if (g == 1) cp_async_wait<kGroups - 2>();
+          else if (g == 2) cp_async_wait<kGroups - 3>();
+          else cp_async_wait<0>();
+          for (int i = g * own / kGroups; i < (g + 1) * own / kGroups; i++) {
+            const int j0 = (tid + i * nthr) * NV;
+            float x[NV];
+            Vec<T>::cvt(*(const uint4 *)(bcur + j0), x);
+            step(j0, x);
+          }
+        }
+      } else {
+        // Streaming: kBatch vectors in flight per thread.
+        const uint64_t keep = l2_keep();
+        for (int i0 = 0; i0 < own; i0 += kBatch) {
+          uint4 raw[kBatch];
+#pragma unroll
+          for (int u = 0; u < kBatch; u++)
+            if (i0 + u < own) raw[u] = ld_hint(xc + (int64_t)(tid + (i0 + u) * nthr) * NV, keep);
+#pragma unroll
+          for (int u = 0; u < kBatch; u++) {
+            if (i0 + u < own) {
+              float x[NV];
+              Vec<T>::cvt(raw[u], x);
+              step((tid + (i0 + u) * nthr) * NV, x);
+            }
+          }
         }
       }
       return mref;
@@ -1084,6 +1177,7 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
       constexpr bool WIDE = decltype(with_wide)::value;
       const float aps = ri.ap * s, bws = ri.bw * s;
       const bool weighted = WIDE ? ri.bw64 != 0.0 : ri.bw != 0.f;
+      const uint64_t drop = RES ? 0 : l2_drop();
       for_vecs([&](int vi, const float *x, int nvalid) {
         const int j0 = vi * NV;
         float gv[NV];
@@ -1110,14 +1204,11 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
           for (int k = 0; k < NV; k++)
             if (j0 + k == tloc) gv[k] = ri.dxt;
         }
-        store_grad<NV>(grow, p.gdtype, c0 + j0, gv, nvalid, galigned);
-      });
+        store_grad<NV, !RES>(grow, p.gdtype, c0 + j0, gv, nvalid, galigned, drop);
+      }, true);
     };
-    if (p.phases & kSkipGradMath) {
-      const float zero[NV] = {};
-      for (int vi = tid; vi < nvec; vi += nthr)
-        store_grad<NV>(grow, p.gdtype, c0 + (int64_t)vi * NV, zero, min(NV, clen - vi * NV), galigned);
-    } else if (is_ent) pass3(std::true_type(), std::false_type());
+    if (p.phases & kSkipGradMath) store_zeros();
+    else if (is_ent) pass3(std::true_type(), std::false_type());
     else if (ri.wide) pass3(std::false_type(), std::true_type());
     else pass3(std::false_type(), std::false_type());
   }
@@ -1126,7 +1217,7 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
 }
 
 template <typename T, bool RES, bool GEN, bool CL>
-__global__ void __launch_bounds__(kMaxThreads, GEN ? 1 : 3) ce_rows(Params p) {
+__global__ void __launch_bounds__(kMaxThreads, GEN ? 1 : RES ? 3 : 2) ce_rows(Params p) {
 #if defined(__CUDA_ARCH__) && !defined(GS_CE_CLUSTERS)
   // Below sm_90 a cluster kernel is never launched; it is not compiled either.
   if constexpr (CL) {
@@ -1146,6 +1237,11 @@ struct PrepParams {
   int64_t ignore, n, v;
   const float *weight;
   Ctrl *ctrl;
+  // The host's copy of the verdict (pinned, mapped): row, value, and then
+  // seq, written last, which tells the waiting host that this call's scan
+  // is done.
+  volatile long long *host;
+  long long seq;
 };
 
 // Two block-wide sums in double over one value per thread (a, b in shared
@@ -1167,7 +1263,7 @@ __global__ void __launch_bounds__(256) ce_prep(PrepParams p) {
   __shared__ double sd[256], sn[256];
   __shared__ bool last;
   const int tid = threadIdx.x;
-  let_rows_start();
+  let_dependents_start();
   const TargetTally mine = tally_targets(p.target, p.tgt64, p.ignore, p.n, p.v, p.weight,
                                       (int64_t)blockIdx.x * blockDim.x + tid, (int64_t)gridDim.x * blockDim.x);
   if (mine.bad != LLONG_MAX) atomicMin(&p.ctrl->bad_row, (unsigned long long)mine.bad);
@@ -1198,6 +1294,10 @@ __global__ void __launch_bounds__(256) ce_prep(PrepParams p) {
     c->report_value = br == ~0ull ? 0 : (long long)load_target(p.target, p.tgt64, (int64_t)br);
     c->bad_row = ~0ull;
     c->done = 0;
+    p.host[0] = c->report_row;
+    p.host[1] = c->report_value;
+    __threadfence_system();
+    p.host[2] = p.seq;
   }
 }
 
@@ -1206,6 +1306,7 @@ __global__ void __launch_bounds__(1024) ce_reduce(const float *rowbuf, int64_t n
                                                   const Ctrl *ctrl, float *out) {
   __shared__ double sa[1024], sb[1024];
   const int tid = threadIdx.x;
+  prep_done_wait();  // launched while the row kernel still runs: its per-row losses
   if (ctrl->report_row >= 0) return;  // a bad target: the call is an error and writes no loss
   double a = 0.0, b = 0.0;
   for (int64_t i = tid; i < n; i += blockDim.x) {
@@ -1241,7 +1342,7 @@ struct Tune {
   int chunk_bytes = 0;   // 0: default
   int max_cluster = 0;   // 0: default (8)
   int threads = 0;       // 0: from the chunk size
-  int grid_cap = 0;      // > 0: at most this many clusters (rows loop inside)
+  int grid_cap = 0;      // > 0: at most this many clusters (rows loop inside); -c: c waves of clusters
 };
 
 // The plans a call can take, and the paths counted beside them; the names
@@ -1258,8 +1359,8 @@ enum Counter {
   PATH_SCAN_MULTIBLOCK,       // the target scan ran in more than one block
   PATH_GRAD_OUTPUT_ROWS,      // a fused forward+backward with a grad_output per row
   PATH_ROWS_LOOP,             // fewer CTAs (clusters) than rows: each loops over rows
-  PATH_ONE_PASS,              // hot resident kernel, every chunk whole aligned vectors: max and sums in one pass
-  PATH_TWO_PASS,              // hot resident kernel, a chunk ragged or unaligned: that chunk in two passes
+  PATH_ONE_PASS,              // hot kernel (resident or streaming), chunks of whole aligned vectors: max and sums in one pass
+  PATH_TWO_PASS,              // hot kernel, chunks ragged or unaligned: a pass for the max, one for the sums
   kCounters
 };
 const char *const kCounterNames[kCounters] = {
@@ -1293,6 +1394,7 @@ struct DevState {
   unsigned nplans = 0;
   bool ready = false;
   int smem_optin = 0;
+  int64_t auto_chunk = 0;  // bytes: the largest chunk of which kAutoCtasPerSm CTAs fit an SM
   int sms = 0;
   int major = 0, minor = 0;
   bool clusters = false;  // sm_90 or newer, and GRADSPEC_CUDA_PORTABLE not set
@@ -1305,7 +1407,11 @@ struct DevState {
   float *rowbuf = nullptr;
   size_t rowbuf_bytes = 0;
   Ctrl *ctrl = nullptr;
-  long long *report = nullptr;  // pinned host: row, value
+  // Pinned host memory the scan writes its verdict to (PrepParams::host),
+  // and the number of the last call that waited for one.
+  volatile long long *report = nullptr;
+  long long *report_dev = nullptr;
+  long long seq = 0;
 };
 
 std::mutex g_mu;
@@ -1358,6 +1464,7 @@ gs_status init_device(DevState **out, gs_error *err) {
   d.clusters = prop.major >= 9 && !d.portable;
   d.smem_optin = (int)prop.sharedMemPerBlockOptin;
   d.sms = prop.multiProcessorCount;
+  size_t static_max = 0;
   for (int i = 0; i < 24; i++) {
     const bool cl = i % 2;
     const void *k = (const void *)kernels[i / 8][(i / 4) % 2][(i / 2) % 2][cl];
@@ -1371,12 +1478,15 @@ gs_status init_device(DevState **out, gs_error *err) {
       cudaGetLastError();
       return GS_ERR_NO_DEVICE;
     }
+    if (e == cudaSuccess && fa.sharedSizeBytes > static_max) static_max = fa.sharedSizeBytes;
     if (e == cudaSuccess)
       e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, d.smem_optin - (int)fa.sharedSizeBytes);
     if (e == cudaSuccess && cl && d.clusters)
       e = cudaFuncSetAttribute(k, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
     if (e != cudaSuccess) return gs_cuda_fail(err, e, "cudaFuncSetAttribute");
   }
+  d.auto_chunk = ((int64_t)prop.sharedMemPerMultiprocessor / kAutoCtasPerSm - (int64_t)prop.reservedSharedMemPerBlock -
+                  (int64_t)static_max) / 1024 * 1024;
   e = cudaMalloc(&d.ctrl, sizeof(Ctrl));
   if (e != cudaSuccess) return gs_cuda_fail(err, e, "cudaMalloc(control block)");
   gs_cuda_account((long long)sizeof(Ctrl));
@@ -1385,8 +1495,12 @@ gs_status init_device(DevState **out, gs_error *err) {
   init.bad_row = ~0ull;
   init.report_row = -1;
   e = cudaMemcpy(d.ctrl, &init, sizeof init, cudaMemcpyHostToDevice);
-  if (e == cudaSuccess) e = cudaHostAlloc(&d.report, 2 * sizeof(long long), cudaHostAllocDefault);
+  void *rep = nullptr;
+  if (e == cudaSuccess) e = cudaHostAlloc(&rep, 3 * sizeof(long long), cudaHostAllocMapped);
+  if (e == cudaSuccess) e = cudaHostGetDevicePointer((void **)&d.report_dev, rep, 0);
   if (e != cudaSuccess) return gs_cuda_fail(err, e, "control block");
+  d.report = (volatile long long *)rep;
+  d.report[2] = 0;
   d.ready = true;
   return GS_OK;
 }
@@ -1419,6 +1533,9 @@ cudaError_t launch_rows(RowKernel kern, const Plan &pl, Params p, int64_t *nclus
   // Double-buffered CTAs are persistent: one wave, each looping over rows.
   if (pl.nbuf == 2 && pl.max_clusters > 0 && pl.max_clusters < cap) cap = pl.max_clusters;
   if (g_tune.grid_cap > 0 && g_tune.grid_cap < cap) cap = g_tune.grid_cap;
+  // A negative cap: -c times the clusters that are resident at once (c waves).
+  if (g_tune.grid_cap < 0 && pl.max_clusters > 0 && (int64_t)pl.max_clusters * -g_tune.grid_cap < cap)
+    cap = (int64_t)pl.max_clusters * -g_tune.grid_cap;
   *nclusters = p.n < cap ? p.n : cap;
   cudaLaunchConfig_t cfg;
   cudaLaunchAttribute attr[2];
@@ -1547,7 +1664,7 @@ Plan choose_plan(const DevState &d, int dt, bool gen, int64_t v) {
     // Resident: chunks of about the target size, more CTAs per row when that
     // does not fit or schedule.
     const int nbuf = g_tune.mode == 1 ? 1 : g_tune.mode == 3 ? 2 : kAutoBuffers;
-    const int64_t target = g_tune.chunk_bytes > 0 ? g_tune.chunk_bytes : kAutoChunk;
+    const int64_t target = g_tune.chunk_bytes > 0 ? g_tune.chunk_bytes : d.auto_chunk;
     auto try_k = [&](int64_t k, Plan *out) {
       Plan pl = make_plan(v, esize, vec, true, k, nbuf);
       if (pl.smem + 512 > (size_t)d.smem_optin) return false;
@@ -1595,6 +1712,38 @@ void read_env_plan() {
   const int f = plan_by_name(v, "GRADSPEC_CUDA_PLAN", &e);
   if (f == -2) memcpy(g_env_error, e.msg, sizeof g_env_error);
   else g_force = f;
+}
+
+// The loss sum, launched while the row kernel runs on sm_90 and newer
+// (programmatic dependent launch; ce_reduce waits for the rows' losses).
+cudaError_t launch_reduce(const float *rowbuf, int64_t n, bool mean, bool zterm, const DevState *d, float *out) {
+  cudaLaunchConfig_t cfg = {};
+  cudaLaunchAttribute attr[1];
+  cfg.gridDim = dim3(1);
+  cfg.blockDim = dim3(1024);
+  if (d->major >= 9) {
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+  }
+  return cudaLaunchKernelEx(&cfg, ce_reduce, rowbuf, n, (int)mean, (int)zterm, (const Ctrl *)d->ctrl, out);
+}
+
+// Waits for the scan of call seq to write its verdict to d.report. The
+// stream is asked now and then, so that a failed launch or a lost device
+// ends the wait with its error instead of spinning forever.
+cudaError_t wait_verdict(const DevState &d, long long seq) {
+  for (unsigned spin = 1;; spin++) {
+    if (d.report[2] == seq) return cudaSuccess;
+    if (spin % 64 == 0) {
+      const cudaError_t q = cudaStreamQuery(0);
+      if (q == cudaErrorNotReady) continue;
+      if (q != cudaSuccess) return q;
+      // The stream is done, so the scan ran and its writes are visible.
+      return d.report[2] == seq ? cudaSuccess : cudaErrorUnknown;
+    }
+  }
 }
 
 gs_status finish(cudaError_t e, gs_error *err, const char *what) {
@@ -1691,6 +1840,12 @@ gs_status run(const gs_ce_args *a, Op op, int backward, gs_error *err) {
   p.chunk = pl.chunk;
   p.nbuf = pl.nbuf;
   p.phases = g_phases;
+  {
+    // Chunks start at multiples of whole vectors (make_plan), so this is
+    // every chunk's test: the one-pass statistics read whole aligned vectors.
+    const int64_t vec = dt == 0 ? 4 : 8;
+    p.whole = (uintptr_t)a->logits % 16 == 0 && a->logits_stride % vec == 0 && a->v % vec == 0;
+  }
 
   float *rowbuf = nullptr;
   const size_t rowbytes = reduced ? (size_t)n * 2 * sizeof(float) : 0;
@@ -1710,6 +1865,7 @@ gs_status run(const gs_ce_args *a, Op op, int backward, gs_error *err) {
 
   const bool prep = op != OP_ENT;
   int64_t prep_blocks = 0;
+  long long pp_seq = 0;
   if (prep) {
     PrepParams pp;
     pp.target = a->target;
@@ -1719,6 +1875,8 @@ gs_status run(const gs_ce_args *a, Op op, int backward, gs_error *err) {
     pp.v = a->v;
     pp.weight = p.weight;
     pp.ctrl = d->ctrl;
+    pp.host = d->report_dev;
+    pp.seq = pp_seq = ++d->seq;
     prep_blocks = (n + kPrepRows - 1) / kPrepRows;
     if (prep_blocks > kPrepBlocks) prep_blocks = kPrepBlocks;
     ce_prep<<<(unsigned)prep_blocks, 256>>>(pp);
@@ -1728,34 +1886,26 @@ gs_status run(const gs_ce_args *a, Op op, int backward, gs_error *err) {
   }
 
   int64_t nclusters = 0;
+  if (e == cudaSuccess) e = launch_rows(kernel_for(dt, pl, gen), pl, p, &nclusters, prep && d->major >= 9);
+  if (e == cudaSuccess && reduced) e = launch_reduce(rowbuf, n, a->reduction == GS_REDUCE_MEAN, p.lam != 0.f, d,
+                                                     (float *)a->loss);
   if (e == cudaSuccess) {
     snprintf(g_last_plan, sizeof g_last_plan, "%s%s K=%d chunk=%lld threads=%d smem=%zu%s%s",
              kCounterNames[pl.kind], gen ? "/general" : "", pl.k, (long long)pl.chunk, pl.threads, pl.smem,
-             g_tune.grid_cap > 0 ? " capped" : "", g_force >= 0 ? " forced" : "");
-    e = launch_rows(kernel_for(dt, pl, gen), pl, p, &nclusters, prep && d->major >= 9);
-  }
-  if (e == cudaSuccess) {
+             g_tune.grid_cap != 0 ? " capped" : "", g_force >= 0 ? " forced" : "");
     g_counts[pl.kind]++;
     if (gen) g_counts[PATH_GENERAL]++;
     if (prep_blocks > 1) g_counts[PATH_SCAN_MULTIBLOCK]++;
     if (!backward && p.grad && p.go_per_row) g_counts[PATH_GRAD_OUTPUT_ROWS]++;
     if (nclusters < n) g_counts[PATH_ROWS_LOOP]++;
-    if (!gen && pl.resident && pl.nbuf == 1 && !(p.phases & (kSkipStats | kTwoPass))) {
-      // The kernel's test per chunk (online): its start 16-byte aligned in
-      // every row and its length whole vectors.
-      const int64_t vec = dt == 0 ? 4 : 8;
-      const bool whole = (uintptr_t)a->logits % 16 == 0 && a->logits_stride % vec == 0 && a->v % vec == 0;
-      g_counts[whole ? PATH_ONE_PASS : PATH_TWO_PASS]++;
-    }
+    if (!gen && pl.nbuf == 1 && !(p.phases & (kSkipStats | kTwoPass)))
+      g_counts[p.whole ? PATH_ONE_PASS : PATH_TWO_PASS]++;
   }
-  if (e == cudaSuccess && reduced) {
-    ce_reduce<<<1, 1024>>>(rowbuf, n, a->reduction == GS_REDUCE_MEAN, p.lam != 0.f, d->ctrl, (float *)a->loss);
-    e = cudaGetLastError();
-  }
-  if (e == cudaSuccess && prep)
-    e = cudaMemcpyAsync(d->report, &d->ctrl->report_row, 2 * sizeof(long long), cudaMemcpyDeviceToHost, 0);
-  cudaError_t es = cudaStreamSynchronize(0);
-  if (e == cudaSuccess) e = es;
+  // The call returns once the scan has judged the targets, while the row
+  // kernel and the sum still run: their results are ordered before any later
+  // work on the stream, as a kernel launch's are. A bad target is this
+  // call's error, and nothing is written.
+  if (e == cudaSuccess && prep) e = wait_verdict(*d, pp_seq);
   if (rowbuf) gs_cuda_account(-(long long)rowbytes);
   if (e != cudaSuccess) return gs_cuda_fail(err, e, "cross-entropy kernels");
   if (prep && d->report[0] >= 0) return gs_ce_target_error(err, d->report[0], d->report[1], a->v);

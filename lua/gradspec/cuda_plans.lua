@@ -16,10 +16,10 @@
 -- kernel with softcap, entropy or class weights), scan_multiblock (the target
 -- scan in more than one block: over 256 rows), grad_output_rows (a fused
 -- forward+backward with one grad_output per row), rows_loop (fewer CTAs than
--- rows, each looping), one_pass (the resident kernel without softcap,
--- entropy or weights finds each chunk's max and sums in one pass: chunks of
--- whole vectors, rows 16-byte aligned), two_pass (the same kernel where a
--- chunk is ragged or unaligned: a pass for the max, one for the sums).
+-- rows, each looping), one_pass (the resident and streaming kernels without
+-- softcap, entropy or weights find each chunk's max and sums in one pass:
+-- V and the row stride whole 16-byte vectors, rows 16-byte aligned),
+-- two_pass (the same kernels otherwise: a pass for the max, one for the sums).
 local gffi = require("gradspec.ffi")
 local ffi, C = gffi.ffi, gffi.C
 
