@@ -834,22 +834,7 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
           }
         }
       } else {
-        // Streaming: kBatch vectors in flight per thread.
-        const uint64_t keep = l2_keep();
-        for (int i0 = 0; i0 < own; i0 += kBatch) {
-          uint4 raw[kBatch];
-#pragma unroll
-          for (int u = 0; u < kBatch; u++)
-            if (i0 + u < own) raw[u] = ld_hint(xc + (int64_t)(tid + (i0 + u) * nthr) * NV, keep);
-#pragma unroll
-          for (int u = 0; u < kBatch; u++) {
-            if (i0 + u < own) {
-              float x[NV];
-              Vec<T>::cvt(raw[u], x);
-              step((tid + (i0 + u) * nthr) * NV, x);
-            }
-          }
-        }
+        for_vecs([&](int vi, const float *x, int) { step(vi * NV, x); });  // whole aligned vectors (online)
       }
       return mref;
     };
