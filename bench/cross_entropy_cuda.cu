@@ -928,8 +928,7 @@ int run_bench(bool sweep, bool phases, int reps, const char *filter) {
         {"r1:96K", 1, 96 << 10, 0, 0, 0},        {"r1:64K/k8", 1, 64 << 10, 8, 0, 0},
         {"r2:32K/t256", 3, 32 << 10, 0, 256, 0}, {"r2:64K/k16", 3, 64 << 10, 16, 0, 0},
         {"r1:64K", 1, 64 << 10, 0, 0, 0},       {"stream", 2, 0, 0, 0, 0},
-        {"persist", 0, 0, 0, 0, -1},            {"persist2", 0, 0, 0, 0, -2},
-        {"persist/64K", 1, 64 << 10, 0, 0, -1},
+        {"persist", 0, 0, 0, 0, -1},
     };
     vars.insert(vars.end(), std::begin(more), std::end(more));
   }
