@@ -1472,6 +1472,7 @@ gs_status init_device(DevState **out, gs_error *err) {
   }
   d.auto_chunk = ((int64_t)prop.sharedMemPerMultiprocessor / kAutoCtasPerSm - (int64_t)prop.reservedSharedMemPerBlock -
                   (int64_t)static_max) / 1024 * 1024;
+  if (d.auto_chunk < 16384) d.auto_chunk = 16384;  // never 0 or less, on a GPU with little shared memory per SM
   e = cudaMalloc(&d.ctrl, sizeof(Ctrl));
   if (e != cudaSuccess) return gs_cuda_fail(err, e, "cudaMalloc(control block)");
   gs_cuda_account((long long)sizeof(Ctrl));
