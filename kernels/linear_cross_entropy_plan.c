@@ -15,7 +15,7 @@
 #define CPU_CHUNK_BYTES ((int64_t)30 << 20)
 #define CUDA_CHUNK_BYTES ((int64_t)1 << 30)
 
-static const char *dtype_name(gs_dtype d) {
+const char *gs_lce_dtype_name(gs_dtype d) {
   static const char *names[] = {"f64", "f32", "bf16", "f16", "i32", "i64"};
   return (unsigned)d < 6 ? names[d] : "unknown";
 }
@@ -44,14 +44,14 @@ static gs_status fail(gs_error *err, gs_status st, const char *arg, const char *
 
 static gs_status fail_dtype(gs_error *err, const char *arg, gs_dtype d) {
   err->arg = arg;
-  snprintf(err->msg, sizeof err->msg, "%s dtype %s is not supported here", arg, dtype_name(d));
+  snprintf(err->msg, sizeof err->msg, "%s dtype %s is not supported here", arg, gs_lce_dtype_name(d));
   return GS_ERR_DTYPE;
 }
 
 gs_status gs_lce_dtype_error(gs_error *err, const char *arg, gs_dtype got, const char *backend,
                              const char *supported) {
   err->arg = arg;
-  snprintf(err->msg, sizeof err->msg, "%s dtype %s is not supported by backend %s (%s)", arg, dtype_name(got),
+  snprintf(err->msg, sizeof err->msg, "%s dtype %s is not supported by backend %s (%s)", arg, gs_lce_dtype_name(got),
            backend, supported);
   return GS_ERR_DTYPE;
 }
@@ -63,8 +63,8 @@ gs_status gs_lce_check_args(const gs_lce_args *a, int backward, int wide_ok, gs_
   if (!float_dtype(a->h_dtype, wide_ok)) return fail_dtype(err, "h", a->h_dtype);
   if (a->w_dtype != a->h_dtype) {
     err->arg = "W";
-    snprintf(err->msg, sizeof err->msg, "W dtype %s differs from h dtype %s", dtype_name(a->w_dtype),
-             dtype_name(a->h_dtype));
+    snprintf(err->msg, sizeof err->msg, "W dtype %s differs from h dtype %s", gs_lce_dtype_name(a->w_dtype),
+             gs_lce_dtype_name(a->h_dtype));
     return GS_ERR_DTYPE;
   }
   if (a->h_stride < a->hidden)
@@ -79,7 +79,7 @@ gs_status gs_lce_check_args(const gs_lce_args *a, int backward, int wide_ok, gs_
       a->chunk_dtype != GS_F16) {
     err->arg = "chunk_dtype";
     snprintf(err->msg, sizeof err->msg, "chunk_dtype = %s (code %d) is not a chunk dtype (f32, bf16 or f16)",
-             dtype_name(a->chunk_dtype), (int)a->chunk_dtype);
+             gs_lce_dtype_name(a->chunk_dtype), (int)a->chunk_dtype);
     return GS_ERR_ARG;
   }
   int want_grad = a->dh || a->dw || a->db;

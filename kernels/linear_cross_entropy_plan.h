@@ -54,6 +54,9 @@ void gs_lce_chunk_args(gs_ce_args *ce, const gs_lce_args *a, const gs_lce_plan *
 
 size_t gs_lce_dtype_size(gs_dtype d);
 
+/* A dtype's name as the options spell it ("f32", "bf16", ...). */
+const char *gs_lce_dtype_name(gs_dtype d);
+
 /* The dtype the chunk's logits are kept in: chunk_dtype, with 0 read as f32
  * (after gs_lce_check_args, which refuses any other dtype). */
 gs_dtype gs_lce_chunk_dtype(const gs_lce_args *a);

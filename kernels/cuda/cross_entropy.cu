@@ -1300,14 +1300,7 @@ __global__ void __launch_bounds__(1024) ce_reduce(const float *rowbuf, int64_t n
   }
   sa[tid] = a;
   sb[tid] = b;
-  __syncthreads();
-  for (int h = blockDim.x / 2; h > 0; h >>= 1) {
-    if (tid < h) {
-      sa[tid] += sa[tid + h];
-      sb[tid] += sb[tid + h];
-    }
-    __syncthreads();
-  }
+  tree_sum2(sa, sb);
   if (tid == 0) {
     double r;
     if (mean) {
@@ -1491,6 +1484,16 @@ gs_status init_device(DevState **out, gs_error *err) {
   return GS_OK;
 }
 
+// Lets a launch start while the kernel before it in the stream still runs
+// (programmatic dependent launch, sm_90 and newer): it waits for that
+// kernel with prep_done_wait. attr has room for one more attribute.
+void allow_early_start(cudaLaunchConfig_t &cfg, cudaLaunchAttribute *attr) {
+  attr[cfg.numAttrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[cfg.numAttrs].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs++;
+}
+
 // A launch of pl: K CTAs per cluster when pl.k > 1, no cluster attribute
 // (plain CTAs, any GPU) when pl.k == 1.
 void launch_config(cudaLaunchConfig_t &cfg, cudaLaunchAttribute *attr, const Plan &pl, unsigned grid) {
@@ -1526,12 +1529,7 @@ cudaError_t launch_rows(RowKernel kern, const Plan &pl, Params p, int64_t *nclus
   cudaLaunchConfig_t cfg;
   cudaLaunchAttribute attr[2];
   launch_config(cfg, attr, pl, (unsigned)(*nclusters * pl.k));
-  if (after_prep) {
-    attr[cfg.numAttrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[cfg.numAttrs].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs++;
-  }
+  if (after_prep) allow_early_start(cfg, attr);
   void *args[1] = {&p};
   return cudaLaunchKernelExC(&cfg, (const void *)kern, args);
 }
@@ -1707,12 +1705,7 @@ cudaError_t launch_reduce(const float *rowbuf, int64_t n, bool mean, bool zterm,
   cudaLaunchAttribute attr[1];
   cfg.gridDim = dim3(1);
   cfg.blockDim = dim3(1024);
-  if (d->major >= 9) {
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-  }
+  if (d->major >= 9) allow_early_start(cfg, attr);
   return cudaLaunchKernelEx(&cfg, ce_reduce, rowbuf, n, (int)mean, (int)zterm, (const Ctrl *)d->ctrl, out);
 }
 

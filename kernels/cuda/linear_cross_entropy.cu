@@ -300,11 +300,10 @@ gs_status check_dtypes(const gs_lce_args *a, gs_error *err) {
   // gradient GEMMs take G in h's dtype: a 16-bit chunk is h's dtype.
   const gs_dtype cdt = gs_lce_chunk_dtype(a);
   if (cdt != GS_F32 && cdt != t) {
-    static const char *names[] = {"f64", "f32", "bf16", "f16"};
     err->arg = "chunk_dtype";
     snprintf(err->msg, sizeof err->msg,
-             "chunk_dtype = %s is not supported by backend cuda with h in %s (f32 or h's dtype)", names[cdt],
-             names[t]);
+             "chunk_dtype = %s is not supported by backend cuda with h in %s (f32 or h's dtype)",
+             gs_lce_dtype_name(cdt), gs_lce_dtype_name(t));
     return GS_ERR_DTYPE;
   }
   if (a->v > INT_MAX || a->hidden > INT_MAX || a->h_stride > INT_MAX || a->w_stride > INT_MAX ||
