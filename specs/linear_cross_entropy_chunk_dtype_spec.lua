@@ -10,6 +10,7 @@ local cases = require("specs.support.ce_cases")
 local i64, option_cases = cases.i64, cases.option_cases
 
 local oracle = require("specs.support.lce_oracle")
+local targets_and_options = require("specs.support.lce_inputs").targets_and_options
 
 -- Significand bits and the exponent of the smallest normal number.
 local FORMATS = { bf16 = { bits = 8, emin = -126 }, f16 = { bits = 11, emin = -14, max = 65504 } }
@@ -43,13 +44,9 @@ local function make_inputs(shape, dtype, opts, seed, dyadic)
   local h = q(gs.randn({ shape.n, shape.h }, { seed = seed, dtype = "f64" }), 1 / 8):to(dtype)
   local W = q(gs.randn({ shape.v, shape.h }, { seed = seed + 1, std = 3 / math.sqrt(shape.h), dtype = "f64" }),
     1 / 64):to(dtype)
-  local t = gs.randint(0, shape.v, { shape.n }, { seed = seed + 2 })
-  if shape.n > 2 then t:set(1, opts.ignore_index or -100) end
-  if shape.n > 4 and shape.v > 1 then t:set(4, 1) end
-  local o = {}
-  for k, v in pairs(opts) do o[k] = v end
-  if o.weight == true then o.weight = gs.rand({ shape.v }, { seed = seed + 3, low = 0.5, high = 2 }) end
-  if o.bias == true then o.bias = q(gs.randn({ shape.v }, { seed = seed + 4, dtype = "f64" }), 1 / 16):to(dtype) end
+  local t, o = targets_and_options(shape, opts, seed, function(s)
+    return q(gs.randn({ shape.v }, { seed = s, dtype = "f64" }), 1 / 16):to(dtype)
+  end)
   return h, W, t, o
 end
 

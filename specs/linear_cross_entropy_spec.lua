@@ -8,6 +8,7 @@ local cases = require("specs.support.ce_cases")
 local i64, option_cases = cases.i64, cases.option_cases
 
 local expected = require("specs.support.lce_oracle").expected
+local targets_and_options = require("specs.support.lce_inputs").targets_and_options
 
 -- h (N x H), W (V x H) scaled so that the logits have a std of about 3,
 -- targets with an ignored row and, for ignore_index = 1 cases, class 1;
@@ -16,13 +17,9 @@ local function make_inputs(shape, dtype, opts, seed)
   local h = gs.randn({ shape.n, shape.h }, { seed = seed, dtype = dtype, stride = shape.h_stride })
   local W = gs.randn({ shape.v, shape.h }, { seed = seed + 1, std = 3 / math.sqrt(shape.h), dtype = dtype,
     stride = shape.w_stride })
-  local t = gs.randint(0, shape.v, { shape.n }, { seed = seed + 2 })
-  if shape.n > 2 then t:set(1, opts.ignore_index or -100) end
-  if shape.n > 4 and shape.v > 1 then t:set(4, 1) end
-  local o = {}
-  for k, v in pairs(opts) do o[k] = v end
-  if o.weight == true then o.weight = gs.rand({ shape.v }, { seed = seed + 3, low = 0.5, high = 2 }) end
-  if o.bias == true then o.bias = gs.randn({ shape.v }, { seed = seed + 4, dtype = dtype }) end
+  local t, o = targets_and_options(shape, opts, seed, function(s)
+    return gs.randn({ shape.v }, { seed = s, dtype = dtype })
+  end)
   return h, W, t, o
 end
 
