@@ -180,7 +180,7 @@ describe("a spec file that does not run to its end fails", function()
     { how = "abort", reason = "the process crashed with SIGABRT inside this it" },
     { how = "segv", reason = "the process crashed with SIGSEGV inside this it" },
     { how = "kill", reason = "the process crashed with SIGKILL inside this it" },
-    { how = "hang", reason = "the process timed out after 0.25 s (--timeout) inside this it", timeout = "0.25" },
+    { how = "hang", reason = "the process timed out after 1.5 s (--timeout) inside this it", timeout = "1.5" },
   }
   for _, e in ipairs(ends) do
     it("an end by " .. e.how .. " fails the running it and every it after it as not run", function()
