@@ -10,16 +10,34 @@
 -- NCCL as for gs.dist (GRADSPEC_NCCL names the library file).
 local shards = require("gradspec.vocab_shards")
 
+local USAGE = "usage: gradspec bench/vocab_parallel.lua [--rows N] [--vocab V] [--dtype bf16|f16|f32] [--reps K] [--ranks R] [--device cuda|cpu]"
+-- A bad argument ends the run with its name, its value and the usage line (status 2).
+local function usage(fmt, ...)
+  io.stderr:write("bench/vocab_parallel.lua: ", string.format(fmt, ...), "\n", USAGE, "\n")
+  os.exit(2)
+end
 local opts = { rows = 8192, vocab = 128256, dtype = "bf16", reps = 10, ranks = 2, device = "cuda" }
 do
   local i = 1
   while i <= #arg do
     local k = arg[i]:match("^%-%-(%w+)$")
-    if not k or opts[k] == nil or arg[i + 1] == nil then
-      error("usage: gradspec bench/vocab_parallel.lua [--rows N] [--vocab V] [--dtype bf16] [--reps K] [--ranks R] [--device cuda|cpu]", 0)
+    if not k or opts[k] == nil then usage("unknown argument %s", arg[i]) end
+    local v = arg[i + 1]
+    if v == nil then usage("--%s needs a value", k) end
+    if k == "dtype" or k == "device" then
+      opts[k] = v
+    else
+      local x = tonumber(v)
+      if not x or x ~= math.floor(x) or x < 1 then usage("--%s needs a whole number >= 1, got %s", k, v) end
+      opts[k] = x
     end
-    opts[k] = (k == "dtype" or k == "device") and arg[i + 1] or assert(tonumber(arg[i + 1]), k .. " needs a number")
     i = i + 2
+  end
+  if opts.dtype ~= "bf16" and opts.dtype ~= "f16" and opts.dtype ~= "f32" then usage("--dtype must be bf16, f16 or f32, got %s", opts.dtype) end
+  if opts.device ~= "cuda" and opts.device ~= "cpu" then usage("--device must be cuda or cpu, got %s", opts.device) end
+  if opts.ranks > opts.vocab then usage("--ranks %d is more than the %d columns of --vocab", opts.ranks, opts.vocab) end
+  if opts.device == "cuda" and gs.dist.gpu_count() == 0 then
+    usage("--device cuda, but no GPU is visible (gs.dist.gpu_count() is 0); --device cpu runs the same on CPU ranks")
   end
 end
 local N, V = opts.rows, opts.vocab
@@ -89,7 +107,9 @@ local base = measure(1, "cpu", true)
 line("1 device, unsharded kernel", base)
 if nccl or opts.device == "cpu" then line("1 device, vocab-parallel R=1", measure(1, "nccl", false), base) end
 local R = opts.ranks
-if not nccl and opts.device ~= "cpu" then
+if R == 1 then
+  -- measured above
+elseif not nccl and opts.device ~= "cpu" then
   print(string.format("  %d GPUs: not run (NCCL unavailable)", R))
 elseif gpus < R then
   print(string.format("  %d GPUs were not available (%d visible): only R = 1 was measured", R, gpus))
