@@ -17,6 +17,15 @@ describe("vocab-parallel on cpu ranks equals the unsharded op", function()
     end
   end
 
+  -- The cpu kernel's vector passes take 2048 columns at a time: shards of
+  -- one to three such chunks, the max rising in a later one.
+  for _, R in ipairs({ 1, 2 }) do
+    it(string.format("cpu f32, %d rank%s over V = 4133: shards of several chunks, every op and option", R,
+      R > 1 and "s" or ""), function()
+      cases.check_sets({ backend = "cpu", dtype = "f32", R = R, V = 4133 })
+    end)
+  end
+
   it("cpu bf16 logits on 3 ranks, within bf16's tolerance", function()
     cases.check_sets({ backend = "cpu", dtype = "bf16", R = 3 }, { option_sets[1], option_sets[4], option_sets[8] })
   end)

@@ -36,6 +36,12 @@ static inline vf vfnma(vf a, vf b, vf c) { return _mm256_fnmadd_ps(a, b, c); } /
 static inline vf vmax_dropnan(vf acc, vf x) { return _mm256_max_ps(x, acc); }
 static inline vf vmax_keepnan(vf lo, vf x) { return _mm256_max_ps(lo, x); }
 static inline vf vkeep_ge(vf x, vf t) { return _mm256_and_ps(_mm256_cmp_ps(x, t, _CMP_GE_OQ), x); } /* else 0 */
+static inline vf vkeep_if_nonzero(vf c, vf x) { return _mm256_and_ps(_mm256_cmp_ps(c, vdup(0.0f), _CMP_NEQ_UQ), x); } /* c NaN keeps x */
+/* Whether any lane is NaN or +inf. */
+static inline int vany_nan_or_inf(vf x) {
+  vf bad = _mm256_or_ps(_mm256_cmp_ps(x, x, _CMP_UNORD_Q), _mm256_cmp_ps(x, vdup(INFINITY), _CMP_EQ_OQ));
+  return _mm256_movemask_ps(bad) != 0;
+}
 
 ALWAYS_INLINE float vsum(vf x) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
@@ -223,6 +229,8 @@ static inline vf vfnma(vf a, vf b, vf c) { return fmaf(-a, b, c); }
 static inline vf vmax_dropnan(vf acc, vf x) { return x > acc ? x : acc; }
 static inline vf vmax_keepnan(vf lo, vf x) { return x < lo ? lo : x; }
 static inline vf vkeep_ge(vf x, vf t) { return x >= t ? x : 0.0f; }
+static inline vf vkeep_if_nonzero(vf c, vf x) { return c != 0 ? x : 0.0f; }
+static inline int vany_nan_or_inf(vf x) { return isnan(x) || x == INFINITY; }
 ALWAYS_INLINE float vsum(vf x) { return x; }
 ALWAYS_INLINE float vhmax(vf x) { return x; }
 ALWAYS_INLINE vf vtail(vf x, int n, float fill) { (void)n; (void)fill; return x; }

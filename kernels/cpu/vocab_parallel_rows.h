@@ -109,31 +109,45 @@ static void vp_terms_row(const gs_vp_args *a, int64_t i) {
   vp_stat(a, GS_VP_MU)[i] = (REAL)mu;
 }
 
+/* What the gradient of row i needs besides its columns. */
+typedef struct {
+  REAL M, l, wt, mu, g, gz, eps, smooth, zl, wsum;
+} vp_grad_k;
+
+static inline vp_grad_k vp_grad_consts(const gs_vp_args *a, int64_t i) {
+  vp_grad_k k;
+  k.M = vp_stat(a, GS_VP_M)[i], k.l = vp_stat(a, GS_VP_L)[i], k.wt = vp_stat(a, GS_VP_WT)[i];
+  k.mu = vp_stat(a, GS_VP_MU)[i], k.g = vp_stat(a, GS_VP_G)[i], k.gz = vp_stat(a, GS_VP_GZ)[i];
+  k.eps = (REAL)a->label_smoothing, k.smooth = (REAL)(a->label_smoothing / (double)a->vocab_total);
+  k.zl = (REAL)(2 * a->lse_square_scale) * (k.M + k.l), k.wsum = (REAL)a->wsum;
+  return k;
+}
+
+/* dx_j of column j (t: the row's local target, vp_local_target) from y_j = s x_j. */
+static inline REAL vp_dx(const gs_vp_args *a, const vp_grad_k *k, int64_t j, int64_t t, REAL y) {
+  REAL d = vp_z_of(a, y) - k->M, logp = d - k->l, p = VP_EXP(logp), dz;
+  if (a->op == GS_OP_CE) {
+    /* p_t - 1 as expm1(log p_t): no cancellation for a confident row */
+    REAL pm = j == t ? VP_EXPM1(logp) : p;
+    REAL wj = a->weight ? a->weight[j] : 1;
+    dz = k->g * (k->wt * (1 - k->eps) * pm + k->smooth * (k->wsum * p - wj));
+    if (a->lse_square_scale > 0) dz += k->gz * k->zl * p;
+  } else if (a->op == GS_OP_LOG_PROBS) {
+    dz = k->g * (j == t ? -VP_EXPM1(logp) : -p);
+  } else {
+    dz = p != 0 ? k->g * p * (k->mu - d) : 0;
+  }
+  return dz * vp_chain(a, y);
+}
+
 static void vp_grad_row(const gs_vp_args *a, int64_t i) {
   int64_t t = vp_local_target(a, i);
   if (t == -2) {
     for (int64_t j = 0; j < a->v; j++) VP_GRAD_PUT(a, i, j, 0.0);
     return;
   }
-  REAL M = vp_stat(a, GS_VP_M)[i], l = vp_stat(a, GS_VP_L)[i], wt = vp_stat(a, GS_VP_WT)[i];
-  REAL mu = vp_stat(a, GS_VP_MU)[i], g = vp_stat(a, GS_VP_G)[i], gz = vp_stat(a, GS_VP_GZ)[i];
-  REAL eps = (REAL)a->label_smoothing, smooth = (REAL)(a->label_smoothing / (double)a->vocab_total);
-  REAL zl = (REAL)(2 * a->lse_square_scale) * (M + l), wsum = (REAL)a->wsum;
-  for (int64_t j = 0; j < a->v; j++) {
-    REAL y = vp_y(a, i, j), d = vp_z_of(a, y) - M, logp = d - l, p = VP_EXP(logp), dz;
-    if (a->op == GS_OP_CE) {
-      /* p_t - 1 as expm1(log p_t): no cancellation for a confident row */
-      REAL pm = j == t ? VP_EXPM1(logp) : p;
-      REAL wj = a->weight ? a->weight[j] : 1;
-      dz = g * (wt * (1 - eps) * pm + smooth * (wsum * p - wj));
-      if (a->lse_square_scale > 0) dz += gz * zl * p;
-    } else if (a->op == GS_OP_LOG_PROBS) {
-      dz = g * (j == t ? -VP_EXPM1(logp) : -p);
-    } else {
-      dz = p != 0 ? g * p * (mu - d) : 0;
-    }
-    VP_GRAD_PUT(a, i, j, dz * vp_chain(a, y));
-  }
+  vp_grad_k k = vp_grad_consts(a, i);
+  for (int64_t j = 0; j < a->v; j++) VP_GRAD_PUT(a, i, j, vp_dx(a, &k, j, t, vp_y(a, i, j)));
 }
 
 static void vp_row(const gs_vp_args *a, int pass, int64_t i) {

@@ -17,7 +17,10 @@ function M.copy(t)
 end
 
 -- Row 0 has its max tied across the first shard boundary, row 1 is
--- confident, row 2 has -inf logits, row 3 is ignored under ignore_index 3.
+-- confident, row 2 has -inf logits, row 3 is ignored under ignore_index 3,
+-- row 4 is confident in its last column but two. The cpu kernel's vector
+-- passes take 2048 columns at a time: where V allows, row 5 starts with
+-- 2100 columns of -inf (a first chunk of nothing else).
 function M.inputs(N, V, dtype)
   local x, t = shards.inputs(N, V, "f64")
   x:set(0, 0, 4)
@@ -27,6 +30,13 @@ function M.inputs(N, V, dtype)
   x:set(2, V - 2, -math.huge)
   t:set(1, 5)
   t:set(3, 3)
+  if N > 4 then
+    x:set(4, V - 3, 45)
+    t:set(4, V - 3)
+  end
+  if N > 5 and V > 2100 then
+    for j = 0, 2099 do x:set(5, j, -math.huge) end
+  end
   return x:to(dtype), t
 end
 
