@@ -1,10 +1,10 @@
 /* The fast CPU vocab-parallel passes: vocab_parallel_rows.h in float, rows
  * spread over threads (each row is written by one task only). Without
- * softcap (z = s x) the MAX and GRAD passes run vectorized (vec.h) over
- * chunks of VP_CHUNK columns: the same steps and the same order of
- * operations per column, with exps within 3 ulp of expf, and each chunk's
- * terms summed in f32 over VP_SUM_RUN vectors at a time before they join
- * the row's double sum. */
+ * softcap (z = s x) the passes over columns (MAX, TERMS' sums and GRAD) run
+ * vectorized (vec.h) over chunks of VP_CHUNK columns: the same steps and
+ * the same order of operations per column, with exps within 3 ulp of expf,
+ * and each chunk's terms summed in f32 over VP_SUM_RUN vectors at a time
+ * before they join the row's double sum. */
 #include <stdio.h>
 #include <string.h>
 
@@ -32,6 +32,11 @@ static void vp_grad_put_cpu(const gs_vp_args *a, int64_t i, int64_t j, float g) 
   default: ((uint16_t *)a->grad)[k] = gs_f32_to_f16(g); break;
   }
 }
+
+/* TERMS' column sums, vectorized below where there is no softcap. */
+static void vp_terms_sums_vec(const gs_vp_args *a, int64_t i, float M, float l, int want_smooth, int want_mu,
+                              double *smooth, double *mu);
+#define VP_TERMS_SUMS vp_terms_sums_vec
 
 #include "vocab_parallel_rows.h"
 #include "vec.h"
@@ -91,6 +96,34 @@ static void vp_max_row_vec(const gs_vp_args *a, int64_t i) {
   }
   vp_stat(a, GS_VP_M_LOCAL)[i] = vp_stat(a, GS_VP_M)[i] = bad ? INFINITY : m;
   vp_stat(a, GS_VP_REST)[i] = (float)s;
+}
+
+static void vp_terms_sums_vec(const gs_vp_args *a, int64_t i, float M, float l, int want_smooth, int want_mu,
+                              double *smooth, double *mu) {
+  if (a->softcap > 0) {
+    vp_terms_sums_plain(a, i, M, l, want_smooth, want_mu, smooth, mu);
+    return;
+  }
+  _Alignas(32) float z[VP_CHUNK];
+  for (int64_t j0 = 0; j0 < a->v; j0 += VP_CHUNK) {
+    int64_t n = vp_chunk_len(a, j0), j = 0;
+    vp_load_z(a, i, j0, n, z);
+    while (j + VW <= n) {
+      int64_t end = j + VP_SUM_RUN * VW;
+      vf sm = vdup(0.0f), mm = vdup(0.0f);
+      for (; j + VW <= n && j < end; j += VW) {
+        vf d = vsub(vload(z + j), vdup(M));
+        if (want_smooth) sm = vadd(sm, vmul(a->weight ? vloadu(a->weight + j0 + j) : vdup(1.0f), vsub(vdup(l), d)));
+        if (want_mu) {
+          vf p = vexp_neg(vsub(d, vdup(l)));
+          mm = vadd(mm, vkeep_if_nonzero(p, vmul(p, d))); /* p log p -> 0 where p = 0 */
+        }
+      }
+      *smooth += vsum(sm);
+      *mu += vsum(mm);
+    }
+    vp_terms_sums_range(a, i, j0 + j, j0 + n, M, l, want_smooth, want_mu, smooth, mu); /* the ragged end */
+  }
 }
 
 /* vp_grad_row, whole vectors at a time; a chunk's ragged end and the

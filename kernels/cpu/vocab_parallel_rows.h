@@ -78,6 +78,28 @@ static void vp_sums_row(const gs_vp_args *a, int64_t i) {
   vp_stat(a, GS_VP_TIES)[i] = (REAL)tie;
 }
 
+/* TERMS' sums over the shard's columns: smoothing's sum_j w_j (lse - z_j)
+ * and entropy's sum_j p_j (z_j - M). VP_TERMS_SUMS, when the includer
+ * defines it, is its own version of this loop. */
+static void vp_terms_sums_range(const gs_vp_args *a, int64_t i, int64_t j0, int64_t j1, REAL M, REAL l,
+                                int want_smooth, int want_mu, double *smooth, double *mu) {
+  for (int64_t j = j0; j < j1; j++) {
+    REAL d = vp_z_of(a, vp_y(a, i, j)) - M;
+    if (want_smooth) *smooth += (a->weight ? a->weight[j] : 1.0) * ((double)l - (double)d);
+    if (want_mu) {
+      REAL p = VP_EXP(d - l);
+      if (p != 0) *mu += (double)p * d; /* p log p -> 0 where p = 0 */
+    }
+  }
+}
+static void vp_terms_sums_plain(const gs_vp_args *a, int64_t i, REAL M, REAL l, int want_smooth, int want_mu,
+                                double *smooth, double *mu) {
+  vp_terms_sums_range(a, i, 0, a->v, M, l, want_smooth, want_mu, smooth, mu);
+}
+#ifndef VP_TERMS_SUMS
+#define VP_TERMS_SUMS vp_terms_sums_plain
+#endif
+
 static void vp_terms_row(const gs_vp_args *a, int64_t i) {
   REAL M = vp_stat(a, GS_VP_M)[i];
   /* a row with a NaN or +inf (M = +inf), or of -inf only, has no distribution */
@@ -92,16 +114,7 @@ static void vp_terms_row(const gs_vp_args *a, int64_t i) {
       wt = a->weight ? a->weight[t] : 1;
     }
     int want_smooth = a->op == GS_OP_CE && a->label_smoothing > 0, want_mu = a->op == GS_OP_ENTROPY;
-    if (want_smooth || want_mu) {
-      for (int64_t j = 0; j < a->v; j++) {
-        REAL d = vp_z_of(a, vp_y(a, i, j)) - M;
-        if (want_smooth) smooth += (a->weight ? a->weight[j] : 1.0) * ((double)l - (double)d);
-        if (want_mu) {
-          REAL p = VP_EXP(d - l);
-          if (p != 0) mu += (double)p * d; /* p log p -> 0 where p = 0 */
-        }
-      }
-    }
+    if (want_smooth || want_mu) VP_TERMS_SUMS(a, i, M, l, want_smooth, want_mu, &smooth, &mu);
   }
   vp_stat(a, GS_VP_TZ)[i] = tz;
   vp_stat(a, GS_VP_WT)[i] = wt;
