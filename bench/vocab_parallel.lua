@@ -10,13 +10,13 @@
 -- NCCL as for gs.dist (GRADSPEC_NCCL names the library file).
 local shards = require("gradspec.vocab_shards")
 
-local USAGE = "usage: gradspec bench/vocab_parallel.lua [--rows N] [--vocab V] [--dtype bf16|f16|f32] [--reps K] [--ranks R] [--device cuda|cpu]"
+local USAGE = "usage: gradspec bench/vocab_parallel.lua [--rows N] [--vocab V] [--dtype bf16|f16|f32] [--reps K] [--ranks R] [--device cuda|cpu] [--smoothing EPS]"
 -- A bad argument ends the run with its name, its value and the usage line (status 2).
 local function usage(fmt, ...)
   io.stderr:write("bench/vocab_parallel.lua: ", string.format(fmt, ...), "\n", USAGE, "\n")
   os.exit(2)
 end
-local opts = { rows = 8192, vocab = 128256, dtype = "bf16", reps = 10, ranks = 2, device = "cuda" }
+local opts = { rows = 8192, vocab = 128256, dtype = "bf16", reps = 10, ranks = 2, device = "cuda", smoothing = 0 }
 do
   local i = 1
   while i <= #arg do
@@ -26,6 +26,10 @@ do
     if v == nil then usage("--%s needs a value", k) end
     if k == "dtype" or k == "device" then
       opts[k] = v
+    elseif k == "smoothing" then
+      local x = tonumber(v)
+      if not x or x < 0 or x > 1 then usage("--smoothing needs a number in [0, 1], got %s", v) end
+      opts[k] = x
     else
       local x = tonumber(v)
       if not x or x ~= math.floor(x) or x < 1 then usage("--%s needs a whole number >= 1, got %s", k, v) end
@@ -66,7 +70,7 @@ local function measure(R, backend, unsharded)
     local t = target:to(opts.device)
     local out = {}
     for _, inplace in ipairs({ false, true }) do
-      local o = { grad = true, inplace = inplace }
+      local o = { grad = true, inplace = inplace, label_smoothing = opts.smoothing }
       if not unsharded then o = shards.rank_opts(o, comm, p) end
       local times, loss = {}, nil
       for k = 0, opts.reps do -- call 0 warms up
@@ -89,8 +93,8 @@ local function measure(R, backend, unsharded)
 end
 
 local gib = N * V * 2 * (opts.dtype == "f32" and 4 or 2) / 2 ^ 30 -- logits read + gradient written
-print(string.format("vocab-parallel fused cross entropy forward+backward, %d x %d %s on %s (%.2f GiB moved per call)",
-  N, V, opts.dtype, opts.device, gib))
+print(string.format("vocab-parallel fused cross entropy forward+backward, %d x %d %s on %s%s (%.2f GiB moved per call)",
+  N, V, opts.dtype, opts.device, opts.smoothing > 0 and string.format(", label_smoothing %g", opts.smoothing) or "", gib))
 local nccl, why = gs.dist.nccl_info()
 print(nccl and string.format("NCCL %d from %s", nccl.version, nccl.path) or ("NCCL unavailable: " .. tostring(why)))
 local gpus = opts.device == "cpu" and opts.ranks or gs.dist.gpu_count()
