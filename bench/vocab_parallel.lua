@@ -10,13 +10,13 @@
 -- NCCL as for gs.dist (GRADSPEC_NCCL names the library file).
 local shards = require("gradspec.vocab_shards")
 
-local USAGE = "usage: gradspec bench/vocab_parallel.lua [--rows N] [--vocab V] [--dtype bf16|f16|f32] [--reps K] [--ranks R] [--device cuda|cpu] [--smoothing EPS]"
+local USAGE = "usage: gradspec bench/vocab_parallel.lua [--rows N] [--vocab V] [--dtype bf16|f16|f32] [--reps K] [--ranks R] [--device cuda|cpu] [--smoothing EPS] [--softcap C]"
 -- A bad argument ends the run with its name, its value and the usage line (status 2).
 local function usage(fmt, ...)
   io.stderr:write("bench/vocab_parallel.lua: ", string.format(fmt, ...), "\n", USAGE, "\n")
   os.exit(2)
 end
-local opts = { rows = 8192, vocab = 128256, dtype = "bf16", reps = 10, ranks = 2, device = "cuda", smoothing = 0 }
+local opts = { rows = 8192, vocab = 128256, dtype = "bf16", reps = 10, ranks = 2, device = "cuda", smoothing = 0, softcap = 0 }
 do
   local i = 1
   while i <= #arg do
@@ -29,6 +29,10 @@ do
     elseif k == "smoothing" then
       local x = tonumber(v)
       if not x or x < 0 or x > 1 then usage("--smoothing needs a number in [0, 1], got %s", v) end
+      opts[k] = x
+    elseif k == "softcap" then
+      local x = tonumber(v)
+      if not x or x < 0 or x == math.huge then usage("--softcap needs a finite number >= 0 (0: none), got %s", v) end
       opts[k] = x
     else
       local x = tonumber(v)
@@ -70,7 +74,8 @@ local function measure(R, backend, unsharded)
     local t = target:to(opts.device)
     local out = {}
     for _, inplace in ipairs({ false, true }) do
-      local o = { grad = true, inplace = inplace, label_smoothing = opts.smoothing }
+      local o = { grad = true, inplace = inplace, label_smoothing = opts.smoothing,
+        softcap = opts.softcap > 0 and opts.softcap or nil }
       if not unsharded then o = shards.rank_opts(o, comm, p) end
       local times, loss = {}, nil
       for k = 0, opts.reps do -- call 0 warms up
@@ -94,7 +99,8 @@ end
 
 local gib = N * V * 2 * (opts.dtype == "f32" and 4 or 2) / 2 ^ 30 -- logits read + gradient written
 print(string.format("vocab-parallel fused cross entropy forward+backward, %d x %d %s on %s%s (%.2f GiB moved per call)",
-  N, V, opts.dtype, opts.device, opts.smoothing > 0 and string.format(", label_smoothing %g", opts.smoothing) or "", gib))
+  N, V, opts.dtype, opts.device, (opts.smoothing > 0 and string.format(", label_smoothing %g", opts.smoothing) or "") ..
+  (opts.softcap > 0 and string.format(", softcap %g", opts.softcap) or ""), gib))
 local nccl, why = gs.dist.nccl_info()
 print(nccl and string.format("NCCL %d from %s", nccl.version, nccl.path) or ("NCCL unavailable: " .. tostring(why)))
 local gpus = opts.device == "cpu" and opts.ranks or gs.dist.gpu_count()

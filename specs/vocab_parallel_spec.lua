@@ -80,6 +80,33 @@ describe("vocab-parallel: rows and ranks", function()
     end
   end)
 
+  it("a confident row keeps its digits under softcap: every pass rounds z the same way", function()
+    -- z_t = 60 tanh(45 / 60) in column 12, the others 0: loss log(1 + 31 e^-z_t),
+    -- about 1e-15, from lse - z_t. Column 12 lies in a whole vector of its
+    -- shard (the cpu kernel's vector passes), so a z_t rounded differently
+    -- from the max would be off by an ulp of 38: a billion times the loss.
+    local x = gs.zeros({ 1, 32 })
+    x:set(0, 12, 45)
+    local t = gs.tensor({ 12 }, { dtype = "i64" })
+    local zt = 60 * math.tanh(45 / 60)
+    local exact = 31 * math.exp(-zt)
+    local sech2 = 1 / math.cosh(45 / 60) ^ 2
+    local got = on_shards(3, x, function(comm, xl, p)
+      local l, a = gs.cross_entropy(xl, t, { reduction = "none", grad = true, softcap = 60, comm = comm,
+        vocab_start = p.start })
+      return { loss = l, grad = a.grad, owner = p.start <= 12 and 12 < p.start + p.width, col = 12 - p.start }
+    end)
+    for r = 1, 3 do
+      assert.close(got[r].loss, gs.tensor({ exact }), { rtol = 3e-5, atol = 0 })
+      if got[r].owner then
+        assert.close(got[r].grad:get(0, got[r].col), -exact * sech2, { rtol = 3e-5, atol = 0 })
+      else
+        assert.all(got[r].grad, ">=0") -- p_j s sech^2 only: no target column here
+      end
+      assert.all(got[r].grad, "finite")
+    end
+  end)
+
   it("a maximum tied across shards counts once per column", function()
     -- two columns share the max, on different ranks: p = 1/2 each
     local x = gs.tensor({ { 3, -1e30, -1e30, -1e30, 3, -1e30 } })
@@ -111,6 +138,9 @@ describe("vocab-parallel: rows and ranks", function()
   it("inplace overwrites the local logits; grad_dtype f32 from bf16 logits", function()
     local x = gs.randn({ 4, 50 }, { std = 2, dtype = "bf16" })
     local t = gs.randint(0, 50, { 4 }, { dtype = "i64" })
+    -- Likely targets: their gradient p_t - 1 depends on z_t, which in place
+    -- must be read before the row's stores overwrite it.
+    for i = 0, 3 do x:set(i, t:get(i), 7) end
     local loss, aux = gs.cross_entropy(x, t, { grad = true, grad_dtype = "f32" })
     assert.finite(loss)
     local got, parts = on_shards(2, x, function(comm, xl, p)

@@ -28,6 +28,8 @@ static inline void vstore(float *p, vf x) { _mm256_store_ps(p, x); }
 static inline vf vadd(vf a, vf b) { return _mm256_add_ps(a, b); }
 static inline vf vsub(vf a, vf b) { return _mm256_sub_ps(a, b); }
 static inline vf vmul(vf a, vf b) { return _mm256_mul_ps(a, b); }
+static inline vf vdiv(vf a, vf b) { return _mm256_div_ps(a, b); }
+static inline float vfirst(vf x) { return _mm256_cvtss_f32(x); }
 static inline vf vfma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }   /* a b + c */
 static inline vf vfms(vf a, vf b, vf c) { return _mm256_fmsub_ps(a, b, c); }   /* a b - c */
 static inline vf vfnma(vf a, vf b, vf c) { return _mm256_fnmadd_ps(a, b, c); } /* c - a b */
@@ -223,6 +225,8 @@ static inline void vstore(float *p, vf x) { *p = x; }
 static inline vf vadd(vf a, vf b) { return a + b; }
 static inline vf vsub(vf a, vf b) { return a - b; }
 static inline vf vmul(vf a, vf b) { return a * b; }
+static inline vf vdiv(vf a, vf b) { return a / b; }
+static inline float vfirst(vf x) { return x; }
 static inline vf vfma(vf a, vf b, vf c) { return fmaf(a, b, c); }
 static inline vf vfms(vf a, vf b, vf c) { return fmaf(a, b, -c); }
 static inline vf vfnma(vf a, vf b, vf c) { return fmaf(-a, b, c); }

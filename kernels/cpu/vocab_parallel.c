@@ -1,10 +1,12 @@
 /* The fast CPU vocab-parallel passes: vocab_parallel_rows.h in float, rows
- * spread over threads (each row is written by one task only). Without
- * softcap (z = s x) the passes over columns (MAX, TERMS' sums and GRAD) run
- * vectorized (vec.h) over chunks of VP_CHUNK columns: the same steps and
- * the same order of operations per column, with exps within 3 ulp of expf,
- * and each chunk's terms summed in f32 over VP_SUM_RUN vectors at a time
- * before they join the row's double sum. */
+ * spread over threads (each row is written by one task only). The passes
+ * over columns (MAX, TERMS' sums and GRAD) run vectorized (vec.h) over
+ * chunks of VP_CHUNK columns: the same steps and the same order of
+ * operations per column, with exps within 3 ulp of expf, and each chunk's
+ * terms summed in f32 over VP_SUM_RUN vectors at a time before they join
+ * the row's double sum. Softcap's tanh is vec.h's everywhere, also where a
+ * column is computed alone (VP_TANH): z must round the same way in every
+ * pass, as the max found by one is compared with the z of another. */
 #include <stdio.h>
 #include <string.h>
 
@@ -16,7 +18,7 @@
 #define VP_EXP expf
 #define VP_EXPM1 expm1f
 #define VP_LOG1P log1pf
-#define VP_TANH tanhf
+#define VP_TANH vp_tanh_lane
 #define VP_COSH coshf
 #define VP_GRAD_PUT vp_grad_put_cpu
 
@@ -33,7 +35,8 @@ static void vp_grad_put_cpu(const gs_vp_args *a, int64_t i, int64_t j, float g) 
   }
 }
 
-/* TERMS' column sums, vectorized below where there is no softcap. */
+static float vp_tanh_lane(float y);
+/* TERMS' column sums, vectorized below. */
 static void vp_terms_sums_vec(const gs_vp_args *a, int64_t i, float M, float l, int want_smooth, int want_mu,
                               double *smooth, double *mu);
 #define VP_TERMS_SUMS vp_terms_sums_vec
@@ -46,14 +49,31 @@ static void vp_terms_sums_vec(const gs_vp_args *a, int64_t i, float M, float l, 
 
 static size_t vp_esize(gs_dtype dt) { return dt == GS_F32 ? 4 : 2; }
 
-/* z = s x for columns [j0, j0 + n) of row i, padded with -inf to whole
- * vectors; returns the padded count. */
-static int64_t vp_load_z(const gs_vp_args *a, int64_t i, int64_t j0, int64_t n, float *z) {
+/* tanh(y) as one lane of vtanh_d computes it. */
+static float vp_tanh_lane(float y) {
+  vf d;
+  return vfirst(vtanh_d(vdup(y), &d));
+}
+
+/* z of columns [j0, j0 + n) of row i (vp_z_of(vp_y)), padded with -inf to
+ * whole vectors; returns the padded count. ch, when given, gets dx/dz
+ * (vp_chain) of the whole vectors. */
+static int64_t vp_load_z(const gs_vp_args *a, int64_t i, int64_t j0, int64_t n, float *z, float *ch) {
   const char *row = (const char *)a->logits + i * a->logits_stride * (int64_t)vp_esize(a->logits_dtype);
-  const float s = (float)a->logit_scale;
+  const float s = (float)a->logit_scale, c = (float)a->softcap;
   int64_t j = 0;
-  for (; j + VW <= n; j += VW) vstore(z + j, vmul(vdup(s), vload_x(row, a->logits_dtype, j0 + j)));
-  for (; j < n; j++) z[j] = s * x_at(row, a->logits_dtype, j0 + j);
+  for (; j + VW <= n; j += VW) {
+    vf y = vmul(vdup(s), vload_x(row, a->logits_dtype, j0 + j));
+    if (c > 0) {
+      vf d;
+      vstore(z + j, vmul(vdup(c), vtanh_d(vdiv(y, vdup(c)), &d)));
+      if (ch) vstore(ch + j, vmul(vdup(s), d));
+    } else {
+      vstore(z + j, y);
+      if (ch) vstore(ch + j, vdup(s));
+    }
+  }
+  for (; j < n; j++) z[j] = vp_z_of(a, s * x_at(row, a->logits_dtype, j0 + j));
   for (; j % VW; j++) z[j] = -INFINITY;
   return j;
 }
@@ -69,7 +89,7 @@ static void vp_max_row_vec(const gs_vp_args *a, int64_t i) {
   int bad = 0;
   if (vp_local_target(a, i) != -2) {
     for (int64_t j0 = 0; j0 < a->v && !bad; j0 += VP_CHUNK) {
-      int64_t np = vp_load_z(a, i, j0, vp_chunk_len(a, j0), z);
+      int64_t np = vp_load_z(a, i, j0, vp_chunk_len(a, j0), z, NULL);
       vf mx = vdup(-INFINITY);
       for (int64_t j = 0; j < np; j += VW) {
         vf x = vload(z + j);
@@ -100,14 +120,10 @@ static void vp_max_row_vec(const gs_vp_args *a, int64_t i) {
 
 static void vp_terms_sums_vec(const gs_vp_args *a, int64_t i, float M, float l, int want_smooth, int want_mu,
                               double *smooth, double *mu) {
-  if (a->softcap > 0) {
-    vp_terms_sums_plain(a, i, M, l, want_smooth, want_mu, smooth, mu);
-    return;
-  }
   _Alignas(32) float z[VP_CHUNK];
   for (int64_t j0 = 0; j0 < a->v; j0 += VP_CHUNK) {
     int64_t n = vp_chunk_len(a, j0), j = 0;
-    vp_load_z(a, i, j0, n, z);
+    vp_load_z(a, i, j0, n, z, NULL);
     while (j + VW <= n) {
       int64_t end = j + VP_SUM_RUN * VW;
       vf sm = vdup(0.0f), mm = vdup(0.0f);
@@ -135,14 +151,16 @@ static void vp_grad_row_vec(const gs_vp_args *a, int64_t i) {
     memset(grow, 0, (size_t)a->v * vp_esize(a->grad_dtype));
     return;
   }
-  _Alignas(32) float z[VP_CHUNK];
+  _Alignas(32) float z[VP_CHUNK], ch[VP_CHUNK];
   const vp_grad_k k = vp_grad_consts(a, i);
-  const vf M = vdup(k.M), l = vdup(k.l), g = vdup(k.g), mu = vdup(k.mu), chain = vdup((float)a->logit_scale);
+  const vf M = vdup(k.M), l = vdup(k.l), g = vdup(k.g), mu = vdup(k.mu);
   const vf a_nll = vdup(k.wt * (1 - k.eps)), smooth = vdup(k.smooth), wsum = vdup(k.wsum), gzl = vdup(k.gz * k.zl);
   const int zloss = a->lse_square_scale > 0;
   for (int64_t j0 = 0; j0 < a->v; j0 += VP_CHUNK) {
     int64_t n = vp_chunk_len(a, j0), j = 0;
-    vp_load_z(a, i, j0, n, z);
+    vp_load_z(a, i, j0, n, z, ch);
+    const int has_t = t >= j0 && t < j0 + n;
+    const float yt = has_t ? vp_y(a, i, t) : 0; /* read before the stores: grad may be the logits */
     for (; j + VW <= n; j += VW) {
       vf d = vsub(vload(z + j), M), p = vexp_neg(vsub(d, l)), dz;
       if (a->op == GS_OP_CE) {
@@ -154,10 +172,10 @@ static void vp_grad_row_vec(const gs_vp_args *a, int64_t i) {
       } else {
         dz = vkeep_if_nonzero(p, vmul(vmul(g, p), vsub(mu, d)));
       }
-      vstore_g(grow, a->grad_dtype, j0 + j, vmul(dz, chain), 0, 0);
+      vstore_g(grow, a->grad_dtype, j0 + j, vmul(dz, vload(ch + j)), 0, 0);
     }
-    for (; j < n; j++) VP_GRAD_PUT(a, i, j0 + j, vp_dx(a, &k, j0 + j, t, z[j]));
-    if (t >= j0 && t < j0 + n) VP_GRAD_PUT(a, i, t, vp_dx(a, &k, t, t, z[t - j0]));
+    for (; j < n; j++) VP_GRAD_PUT(a, i, j0 + j, vp_dx(a, &k, j0 + j, t, vp_y(a, i, j0 + j))); /* each read before its store */
+    if (has_t) VP_GRAD_PUT(a, i, t, vp_dx(a, &k, t, t, yt));
   }
 }
 
@@ -169,8 +187,8 @@ typedef struct {
 static void vp_task_row(void *ctx, int64_t i, int worker) {
   (void)worker;
   const vp_task *t = ctx;
-  if (t->a->softcap <= 0 && t->pass == GS_VP_MAX) vp_max_row_vec(t->a, i);
-  else if (t->a->softcap <= 0 && t->pass == GS_VP_GRAD) vp_grad_row_vec(t->a, i);
+  if (t->pass == GS_VP_MAX) vp_max_row_vec(t->a, i);
+  else if (t->pass == GS_VP_GRAD) vp_grad_row_vec(t->a, i);
   else vp_row(t->a, t->pass, i);
 }
 

@@ -92,11 +92,11 @@ static void vp_terms_sums_range(const gs_vp_args *a, int64_t i, int64_t j0, int6
     }
   }
 }
+#ifndef VP_TERMS_SUMS
 static void vp_terms_sums_plain(const gs_vp_args *a, int64_t i, REAL M, REAL l, int want_smooth, int want_mu,
                                 double *smooth, double *mu) {
   vp_terms_sums_range(a, i, 0, a->v, M, l, want_smooth, want_mu, smooth, mu);
 }
-#ifndef VP_TERMS_SUMS
 #define VP_TERMS_SUMS vp_terms_sums_plain
 #endif
 
