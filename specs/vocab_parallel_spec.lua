@@ -57,54 +57,45 @@ describe("vocab-parallel: rows and ranks", function()
     for r = 1, 3 do assert.all(got[r + 1].grad, ">=0") end
   end)
 
-  it("a confident row keeps its digits: loss 31 e^-45 to f32 precision, with and without logit_scale", function()
+  -- One row of 32 columns, 45 in column `col` (the target) and 0 elsewhere,
+  -- on 3 ranks with options o: z_t as given, so the loss is
+  -- log(1 + 31 e^-z_t) ~ 31 e^-z_t and the target's gradient -31 e^-z_t dz/dx.
+  local function confident_row(col, o, zt, dzdx, rtol)
     local x = gs.zeros({ 1, 32 })
-    x:set(0, 20, 45)
-    local t = gs.tensor({ 20 }, { dtype = "i64" })
+    x:set(0, col, 45)
+    local t = gs.tensor({ col }, { dtype = "i64" })
+    local exact = 31 * math.exp(-zt) -- log(1 + 31 e^-z_t), to 1e-19 relative
+    local got = on_shards(3, x, function(comm, xl, p)
+      local mine = { reduction = "none", grad = true, comm = comm, vocab_start = p.start }
+      for k, v in pairs(o) do mine[k] = v end
+      local l, a = gs.cross_entropy(xl, t, mine)
+      return { loss = l, grad = a.grad, owner = p.start <= col and col < p.start + p.width, col = col - p.start }
+    end)
+    for r = 1, 3 do
+      assert.close(got[r].loss, gs.tensor({ exact }), { rtol = rtol, atol = 0 })
+      if got[r].owner then
+        assert.close(got[r].grad:get(0, got[r].col), -exact * dzdx, { rtol = rtol, atol = 0 })
+      else
+        assert.all(got[r].grad, ">=0") -- p_j dz/dx only: no target column here
+      end
+      assert.all(got[r].grad, "finite")
+    end
+  end
+
+  it("a confident row keeps its digits: loss 31 e^-45 to f32 precision, with and without logit_scale", function()
     for _, scale in ipairs({ 1, 1.3 }) do
       -- z_t = s * 45 as the f32 kernel rounds it; the other z are 0
       local zt = gs.tensor({ gs.tensor({ scale }):get(0) * 45 }):get(0)
-      local exact = 31 * math.exp(-zt) -- log(1 + 31 e^-z_t), to 1e-19 relative
-      local got = on_shards(3, x, function(comm, xl, p)
-        local l, a = gs.cross_entropy(xl, t, { reduction = "none", grad = true, logit_scale = scale, comm = comm,
-          vocab_start = p.start })
-        return { loss = l, grad = a.grad, owner = p.start <= 20 and 20 < p.start + p.width, col = 20 - p.start }
-      end)
-      for r = 1, 3 do
-        assert.close(got[r].loss, gs.tensor({ exact }), { rtol = 1e-5, atol = 0 })
-        if got[r].owner then
-          assert.close(got[r].grad:get(0, got[r].col), -31 * math.exp(-zt) * scale, { rtol = 1e-5, atol = 0 })
-        end
-        assert.all(got[r].grad, "finite")
-      end
+      confident_row(20, { logit_scale = scale }, zt, scale, 1e-5)
     end
   end)
 
   it("a confident row keeps its digits under softcap: every pass rounds z the same way", function()
-    -- z_t = 60 tanh(45 / 60) in column 12, the others 0: loss log(1 + 31 e^-z_t),
-    -- about 1e-15, from lse - z_t. Column 12 lies in a whole vector of its
-    -- shard (the cpu kernel's vector passes), so a z_t rounded differently
-    -- from the max would be off by an ulp of 38: a billion times the loss.
-    local x = gs.zeros({ 1, 32 })
-    x:set(0, 12, 45)
-    local t = gs.tensor({ 12 }, { dtype = "i64" })
-    local zt = 60 * math.tanh(45 / 60)
-    local exact = 31 * math.exp(-zt)
-    local sech2 = 1 / math.cosh(45 / 60) ^ 2
-    local got = on_shards(3, x, function(comm, xl, p)
-      local l, a = gs.cross_entropy(xl, t, { reduction = "none", grad = true, softcap = 60, comm = comm,
-        vocab_start = p.start })
-      return { loss = l, grad = a.grad, owner = p.start <= 12 and 12 < p.start + p.width, col = 12 - p.start }
-    end)
-    for r = 1, 3 do
-      assert.close(got[r].loss, gs.tensor({ exact }), { rtol = 3e-5, atol = 0 })
-      if got[r].owner then
-        assert.close(got[r].grad:get(0, got[r].col), -exact * sech2, { rtol = 3e-5, atol = 0 })
-      else
-        assert.all(got[r].grad, ">=0") -- p_j s sech^2 only: no target column here
-      end
-      assert.all(got[r].grad, "finite")
-    end
+    -- z_t = 60 tanh(45 / 60), about 38, and a loss of about 1e-15 from
+    -- lse - z_t. Column 12 lies in a whole vector of its shard (the cpu
+    -- kernel's vector passes), so a z_t rounded differently from the max
+    -- would be off by an ulp of 38: a billion times the loss.
+    confident_row(12, { softcap = 60 }, 60 * math.tanh(45 / 60), 1 / math.cosh(45 / 60) ^ 2, 3e-5)
   end)
 
   it("a maximum tied across shards counts once per column", function()
