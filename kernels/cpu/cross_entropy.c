@@ -90,7 +90,6 @@ static void paths_flush(void) {
   }
 }
 
-static size_t dtype_size(gs_dtype dt) { return dt == GS_F32 ? 4 : 2; }
 
 /* Everything a row needs, resolved once per call. */
 typedef struct {

@@ -288,4 +288,7 @@ static inline void vstore_g_part(void *row, gs_dtype dt, int64_t j, vf x, int64_
   for (int64_t q = 0; q < n; q++) g_put(row, dt, j + q, lanes[q]);
 }
 
+/* Bytes per element of an f32, bf16 or f16 row. */
+static inline size_t dtype_size(gs_dtype dt) { return dt == GS_F32 ? 4 : 2; }
+
 #endif

@@ -25,14 +25,10 @@
 #include "../gs_half.h"
 #include "../vocab_parallel.h"
 #include "parallel.h"
+#include "vec.h"
 
 static void vp_grad_put_cpu(const gs_vp_args *a, int64_t i, int64_t j, float g) {
-  int64_t k = i * a->grad_stride + j;
-  switch (a->grad_dtype) {
-  case GS_F32: ((float *)a->grad)[k] = g; break;
-  case GS_BF16: ((uint16_t *)a->grad)[k] = gs_f32_to_bf16(g); break;
-  default: ((uint16_t *)a->grad)[k] = gs_f32_to_f16(g); break;
-  }
+  g_put((char *)a->grad + i * a->grad_stride * (int64_t)dtype_size(a->grad_dtype), a->grad_dtype, j, g);
 }
 
 static float vp_tanh_lane(float y);
@@ -42,12 +38,9 @@ static void vp_terms_sums_vec(const gs_vp_args *a, int64_t i, float M, float l, 
 #define VP_TERMS_SUMS vp_terms_sums_vec
 
 #include "vocab_parallel_rows.h"
-#include "vec.h"
 
 #define VP_CHUNK 2048
 #define VP_SUM_RUN 16
-
-static size_t vp_esize(gs_dtype dt) { return dt == GS_F32 ? 4 : 2; }
 
 /* tanh(y) as one lane of vtanh_d computes it. */
 static float vp_tanh_lane(float y) {
@@ -59,7 +52,7 @@ static float vp_tanh_lane(float y) {
  * whole vectors; returns the padded count. ch, when given, gets dx/dz
  * (vp_chain) of the whole vectors. */
 static int64_t vp_load_z(const gs_vp_args *a, int64_t i, int64_t j0, int64_t n, float *z, float *ch) {
-  const char *row = (const char *)a->logits + i * a->logits_stride * (int64_t)vp_esize(a->logits_dtype);
+  const char *row = (const char *)a->logits + i * a->logits_stride * (int64_t)dtype_size(a->logits_dtype);
   const float s = (float)a->logit_scale, c = (float)a->softcap;
   int64_t j = 0;
   for (; j + VW <= n; j += VW) {
@@ -73,7 +66,7 @@ static int64_t vp_load_z(const gs_vp_args *a, int64_t i, int64_t j0, int64_t n, 
       if (ch) vstore(ch + j, vdup(s));
     }
   }
-  for (; j < n; j++) z[j] = vp_z_of(a, s * x_at(row, a->logits_dtype, j0 + j));
+  for (; j < n; j++) z[j] = vp_z_of(a, vp_y(a, i, j0 + j));
   for (; j % VW; j++) z[j] = -INFINITY;
   return j;
 }
@@ -146,9 +139,9 @@ static void vp_terms_sums_vec(const gs_vp_args *a, int64_t i, float M, float l, 
  * target's column go through vp_dx. */
 static void vp_grad_row_vec(const gs_vp_args *a, int64_t i) {
   int64_t t = vp_local_target(a, i);
-  char *grow = (char *)a->grad + i * a->grad_stride * (int64_t)vp_esize(a->grad_dtype);
+  char *grow = (char *)a->grad + i * a->grad_stride * (int64_t)dtype_size(a->grad_dtype);
   if (t == -2) {
-    memset(grow, 0, (size_t)a->v * vp_esize(a->grad_dtype));
+    memset(grow, 0, (size_t)a->v * dtype_size(a->grad_dtype));
     return;
   }
   _Alignas(32) float z[VP_CHUNK], ch[VP_CHUNK];
