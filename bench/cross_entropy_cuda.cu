@@ -920,7 +920,9 @@ int run_bench(bool sweep, bool phases, int reps, const char *filter) {
     const char *name;
     int mode, chunk, maxk, threads, cap;
   };
-  std::vector<Var> vars = {{"auto", 0, 0, 0, 0, 0}};
+  // "shared": the shared-memory resident plans alone (the automatic choice
+  // before the register plan), timed in the same run for comparison.
+  std::vector<Var> vars = {{"auto", 0, 0, 0, 0, 0}, {"shared", 1, 0, 0, 0, 0}};
   if (sweep) {
     const Var more[] = {
         {"r1:32K/t128", 1, 32 << 10, 0, 128, 0}, {"r1:32K/t256", 1, 32 << 10, 0, 256, 0},
@@ -1003,7 +1005,7 @@ int run_bench(bool sweep, bool phases, int reps, const char *filter) {
     };
     for (const Var &var : vars) {
       gs_ce_cuda_tune(var.mode, var.chunk, var.maxk, var.threads, var.cap);
-      timed(var.name, a, false, &var == &vars[0]);
+      timed(var.name, a, false, &var - &vars[0] < 2);
     }
     gs_ce_cuda_tune(0, 0, 0, 0, 0);
     gs_ce_args ip = a;

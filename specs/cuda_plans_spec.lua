@@ -82,10 +82,55 @@ describe("cuda plans, forced on small inputs", { tags = { "cuda" } }, function()
     assert.close(dx:to("cpu"), x, { rtol = 0, atol = 0 })
   end)
 
+  -- The register plan runs the hot kernel only (no softcap, entropy or class
+  -- weights), on any row: forced, it splits rows into up to 4 CTAs where
+  -- clusters exist, and reads ragged or unaligned rows column by column.
+  for _, dtype in ipairs({ "f32", "bf16", "f16" }) do
+    it("register, " .. dtype .. ": the hot calls take it and agree with the reference, on whole and ragged rows", function()
+      skip_if(not gs.cuda_available(), "needs a CUDA device")
+      gs.cuda.force_plan("register")
+      local n = 7
+      local g = gs.randn({ n }, { seed = 7 })
+      local calls = 0
+      local counts = counted(function()
+        for _, v in ipairs({ 1003, 1024, 9 }) do
+          local x, t = inputs(n, v, dtype, 41)                                  -- stride v + 3: unaligned rows
+          local whole = gs.randn({ n, v }, { seed = 42, std = 3, dtype = dtype })  -- contiguous
+          for _, logits in ipairs({ x, whole }) do
+            local ce = { logits = logits, target = t }
+            assert.backends_agree("cross_entropy", ce, { grad = true, label_smoothing = 0.1, lse_square_scale = 1e-3 }, CUDA)
+            assert.backends_agree("cross_entropy_backward", { logits = logits, target = t, grad_output = g },
+              { reduction = "none", logit_scale = -1.5, label_smoothing = 0.2 }, CUDA)
+            assert.backends_agree("log_probs", ce, {}, CUDA)
+            assert.backends_agree("log_probs_backward", { logits = logits, target = t, grad_output = g }, {}, CUDA)
+            calls = calls + 4
+          end
+        end
+      end)
+      assert.is_true(counts.register >= calls, string.format("register taken by each of the %d calls: %d", calls, counts.register))
+      for _, other in ipairs(PLANS) do assert.equal(counts[other], 0, other .. " not taken while register is forced") end
+      assert.equal(counts.general, 0, "no general kernel under the register plan")
+    end)
+  end
+
+  it("register: a call that needs the general kernel is an error that overwrites nothing", function()
+    skip_if(not gs.cuda_available(), "needs a CUDA device")
+    gs.cuda.force_plan("register")
+    local x = gs.randn({ 3, 40 }, { seed = 10 })
+    local t = i64({ 0, 1, 39 }):to("cuda")
+    for _, opts in ipairs({ { grad = true, inplace = true, softcap = 5 },
+                            { grad = true, inplace = true, weight = gs.rand({ 40 }, { seed = 11 }):to("cuda") } }) do
+      local dx = x:to("cuda")
+      assert.error(function() gs.cross_entropy(dx, t, opts) end, "CUDA plan register runs the hot kernel only")
+      assert.close(dx:to("cpu"), x, { rtol = 0, atol = 0 })
+    end
+    assert.error(function() gs.entropy(x:to("cuda")) end, "CUDA plan register runs the hot kernel only")
+  end)
+
   it("an unknown plan is an error that lists the plans; nil and auto free the choice", function()
     skip_if(not gs.cuda_available(), "needs a CUDA device")
     assert.error(function() gs.cuda.force_plan("fast") end,
-      '"fast" is not a CUDA plan (auto, resident, resident_cluster, resident_prefetch, streaming, streaming_cluster)')
+      '"fast" is not a CUDA plan (auto, resident, resident_cluster, resident_prefetch, streaming, streaming_cluster, register)')
     assert.error(function() gs.cuda.force_plan(3) end, "name is a number")
     gs.cuda.force_plan("streaming")
     gs.cuda.force_plan("auto")
@@ -164,7 +209,7 @@ describe("cuda paths beside the plans", { tags = { "cuda" } }, function()
     row(function(j) return (j * 37 % 64) * 0.5 end)                    -- max late, target early
     row(function(j) return j == 64 and 1e4 or j end)                   -- huge spread
     local t = i64({ 3, 0, 2, 1, 7, 50, 0, 63 })
-    for _, plan in ipairs({ "resident", "resident_cluster", "streaming", "streaming_cluster" }) do
+    for _, plan in ipairs({ "resident", "resident_cluster", "streaming", "streaming_cluster", "register" }) do
       if not CLUSTER[plan] or clusters() then
         gs.cuda.force_plan(plan)
         for _, dtype in ipairs({ "f32", "bf16" }) do
@@ -175,7 +220,9 @@ describe("cuda paths beside the plans", { tags = { "cuda" } }, function()
               assert.backends_agree("cross_entropy", { logits = x, target = t }, opts, CUDA)
             end
           end)
-          assert.is_true(c.one_pass >= 3, plan .. " " .. dtype .. ": one_pass reached")
+          -- The register plan has no one-pass counter: every call is counted as the plan.
+          local reached = plan == "register" and c.register or c.one_pass
+          assert.is_true(reached >= 3, plan .. " " .. dtype .. ": " .. (plan == "register" and "register" or "one_pass") .. " reached")
         end
       end
     end
@@ -192,25 +239,30 @@ describe("cuda paths beside the plans", { tags = { "cuda" } }, function()
 end)
 
 describe("cuda plans chosen automatically", { tags = { "cuda" } }, function()
-  -- What each size selects: with clusters, chunks as large as three CTAs per
-  -- SM hold (74 KB on an H200), up to 16 CTAs a row, streaming past what 16
-  -- CTAs hold; without, one CTA a row, resident while the row fits in shared
-  -- memory.
+  -- What each size selects: rows of whole aligned vectors take the register
+  -- plan where at most 16 CTAs hold them (one without clusters: 20480 f32 or
+  -- 32768 bf16 columns each); other rows, with clusters, resident chunks as
+  -- large as three CTAs per SM hold (74 KB on an H200), up to 16 CTAs a row,
+  -- streaming past what 16 CTAs hold; without, one CTA a row, resident while
+  -- the row fits in shared memory.
   local SIZES = {
     { n = 4, v = 1003, dtype = "f32", with = "resident", without = "resident" },
-    { n = 2, v = 128256, dtype = "bf16", with = "resident_cluster", without = "streaming" },
+    { n = 4, v = 1000, dtype = "f32", with = "register", without = "register" },
+    { n = 2, v = 128256, dtype = "bf16", with = "register", without = "streaming" },
+    { n = 2, v = 128257, dtype = "bf16", with = "resident_cluster", without = "streaming" },
     { n = 2, v = 1000003, dtype = "f32", with = "streaming_cluster", without = "streaming" },
   }
   for _, s in ipairs(SIZES) do
     it(string.format("%dx%d %s", s.n, s.v, s.dtype), function()
       local plan = clusters() and s.with or s.without
       local x, t = inputs(s.n, s.v, s.dtype, 80)
+      if s.v % (s.dtype == "f32" and 4 or 8) == 0 then x = x:contiguous() end  -- whole aligned rows
       local counts = counted(function()
         assert.backends_agree("cross_entropy", { logits = x, target = t }, { grad = true, label_smoothing = 0.1 }, CUDA)
       end)
-      assert.is_true(counts[plan] >= 1, string.format("%s expected %s; counts: resident %d, resident_cluster %d, streaming %d, streaming_cluster %d",
+      assert.is_true(counts[plan] >= 1, string.format("%s expected %s; counts: resident %d, resident_cluster %d, streaming %d, streaming_cluster %d, register %d",
         clusters() and "with clusters" or "without clusters", plan, counts.resident, counts.resident_cluster,
-        counts.streaming, counts.streaming_cluster))
+        counts.streaming, counts.streaming_cluster, counts.register))
       if not clusters() then assert.equal(counts.resident_cluster + counts.streaming_cluster, 0) end
     end)
   end

@@ -212,12 +212,20 @@ __device__ __forceinline__ unsigned pack_f16(float a, float b) {
 
 // Stores NV gradient values at column offset j of a row; aligned says the
 // row's chunk start is 16-byte aligned, so whole vectors go out at once.
-// HINT: whole vectors are stored with the L2 policy pol (streaming plans).
-template <int NV, bool HINT = false>
+// HOW whole vectors go: kStorePlain; kStoreHint, with the L2 policy pol
+// (streaming plans); kStoreStream, st.global.cs (the register plan: 3% faster
+// than the policy on its bf16 rows, H200).
+constexpr int kStorePlain = 0, kStoreHint = 1, kStoreStream = 2;
+__device__ __forceinline__ void st_stream(void *ptr, uint4 v) {
+  asm volatile("st.global.cs.v4.u32 [%0], {%1, %2, %3, %4};" ::"l"(ptr), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w)
+               : "memory");
+}
+template <int NV, int HOW = kStorePlain>
 __device__ __forceinline__ void store_grad(void *row, int gdtype, int64_t j, const float *g, int nvalid,
                                            bool aligned, uint64_t pol = 0) {
   auto put = [&](void *q, uint4 v) {
-    if (HINT) st_hint(q, v, pol);
+    if (HOW == kStoreHint) st_hint(q, v, pol);
+    else if (HOW == kStoreStream) st_stream(q, v);
     else *(uint4 *)q = v;
   };
   if (gdtype == GS_F32) {
@@ -513,6 +521,187 @@ __device__ __noinline__ RareGrad rare_grad(RareRow r, bool ce, bool smooth) {
     o.dxt = (float)((double)r.g * ((double)r.R / r.S) * r.chain_t);
   }
   return o;
+}
+
+// g scales the loss's gradient, gz the z-loss's: the row's grad_output go
+// over the "mean" divisors (d: the weight of the non-ignored rows, count:
+// their number), where the call has a gradient.
+__device__ __forceinline__ float row_grad_output(const Params &p, int64_t row) {
+  return p.grad && p.go ? p.go[p.go_per_row ? row : 0] : 1.f;
+}
+__device__ __forceinline__ void grad_scales(const Params &p, float go, double d, double count, float *g, float *gz) {
+  const bool mean = p.grad && p.op == OP_CE && p.reduction == GS_REDUCE_MEAN;
+  *g = mean ? (float)((double)go / d) : go;
+  *gz = mean ? (float)((double)go / count) : go;
+}
+
+// What row_scalars writes: the gradient's constants (info, ms64), the row's
+// outputs (loss, lse, z-loss), or both.
+constexpr int kScalarsInfo = 1, kScalarsOutputs = 2;
+
+// The row's scalars from its chunks' partials, computed by one whole warp:
+// lane < K holds chunk lane's partial q (and, for entropy under softcap, its
+// m64 in qm64), the other lanes the empty partial. The sums are butterflies
+// and every lane reads the same values, so every lane has the same bits (and
+// takes the same branches, which the double sums below need); lane 0 writes
+// info (and ms64), the leader the row's outputs; WHAT says which of the two
+// (kScalars*). xt_in, wt_in: the target's logit and class weight; g, gz:
+// grad_scales'.
+template <bool GEN, int WHAT = kScalarsInfo | kScalarsOutputs>
+__device__ __forceinline__ void row_scalars(const Params &p, int64_t row, int K, int lane, const Partial &q,
+                                            double qm64, float xt_in, float wt_in, float g, float gz, bool leader,
+                                            RowInfo *info, double *ms64_out) {
+  const bool is_ent = GEN && p.op == OP_ENT;
+  const bool softcap = GEN && p.softcap;
+  const float *weight = GEN ? p.weight : nullptr;
+  const bool has_target = !is_ent;
+  const bool smooth = p.op == OP_CE && p.eps > 0.f;
+  const bool weighted_smooth = smooth && weight;
+  const float s = p.s;
+  const float s_over_c = p.s_over_c;
+  auto zof = [&](float x) { return softcap ? softcap_z(x, s_over_c, p.c, nullptr) : x * s; };
+  auto dof = [&](float x, float m) { return softcap ? softcap_z(x, s_over_c, p.c, nullptr) - m : fmaf(x, s, -m); };
+  const float M = warp_max(q.m);
+  const float Ms = M == -INFINITY ? 0.f : M;
+  const float qms = q.m == -INFINITY ? 0.f : q.m;
+  const float f = (lane < K && q.m != -INFINITY) ? ex2((q.m - Ms) * kLog2e) : 0.f;
+  float R, BIG = 0.f;
+  double Q64 = 0.0, M64 = 0.0;
+  if (is_ent) {
+    // The terms >= 1/2 of the chunks at the row max (f = 1 there) stay
+    // apart in BIG; every other term, scaled, goes to R. Q64 moves each
+    // chunk's sum to the row's reference: Ms, or under softcap M64, the
+    // largest m64 (the z64 of the row's extreme logit), which every CTA
+    // takes from the same partials.
+    const bool at_max = lane < K && q.m == M;
+    BIG = warp_sum(at_max ? q.wd : 0.f);
+    R = warp_sum(f * q.r + (at_max ? 0.f : f * q.wd));
+    if (softcap) {
+      M64 = warp_max_d(qm64);
+      if (M64 == -INFINITY) M64 = 0.0;
+    }
+    const double shift = softcap ? qm64 - M64 : (double)qms - (double)Ms;
+    Q64 = warp_sum_d(f != 0.f ? (double)f * (q.q64 + shift * ((double)q.r + (double)q.wd)) : 0.0);
+  } else {
+    R = warp_sum(f * q.r);
+  }
+  const float WD = smooth ? warp_sum(lane < K ? q.wd + (qms - Ms) * q.ws : 0.f) : 0.f;
+  const float WS = weighted_smooth ? warp_sum(lane < K ? q.ws : 0.f) : 0.f;
+
+  float xt = 0.f, zt = 0.f, dt = 0.f, et = 0.f;
+  if (has_target) {
+    xt = xt_in;
+    zt = zof(xt);
+    dt = dof(xt, Ms);
+    et = ex2(dt * kLog2e);
+  }
+  // Entropy: S = BIG + R, where BIG >= 1 holds the max's own term, exactly
+  // 1. log S = log1p((BIG - 1) + R) keeps R even far below f32's epsilon,
+  // where log(1 + R) would round it away: for a confident row (margin 40)
+  // the entropy is (1 + 40) R, and log(S) gave 40 R.
+  const float S = is_ent ? BIG + R : R + et;
+  const float logS = is_ent ? log1pf((BIG - 1.f) + R) : logf(S);
+  float lse = Ms + logS;
+  // lse - z_t: log1p keeps near-certain predictions (loss ~ 1e-10) exact.
+  const float nll0 = et > 0.25f ? log1pf(R / et) : logS - dt;
+  const float V = (float)p.v;
+  const float W = weighted_smooth ? WS : V;
+  const float wt = has_target ? wt_in : 1.f;
+
+  float chain_t = s;
+  if (softcap) {
+    float sech2;
+    softcap_z(xt, s_over_c, p.c, &sech2);
+    chain_t = s * sech2;
+  }
+  RowInfo ri;
+  ri.ms = Ms;
+  ri.gp = 0.f;
+  ri.qn = 0.f;
+  ri.qn64 = 0.0;
+  ri.bw = 0.f;
+  ri.wide = 0;
+  ri.ap64 = 0.0;
+  ri.bw64 = 0.0;
+  float loss = 0.f, ce = 0.f, zl = 0.f;
+  if (p.op == OP_CE) {
+    const float nll = wt * nll0;
+    // smo = sum_j w_j (lse - z_j) = W log S - sum_j w_j (z_j - max): two non-negative terms.
+    const float smo = smooth ? W * logS - WD : 0.f;
+    zl = p.lam != 0.f ? p.lam * lse * lse : 0.f;
+    ce = (1.f - p.eps) * nll + (smooth ? (p.eps / V) * smo : 0.f);
+    loss = ce + zl;
+    const float ze = smooth ? g * (p.eps / V) : 0.f;  // smoothing coefficient
+    const float zz = p.lam != 0.f ? gz * 2.f * p.lam * lse : 0.f;
+    const float a_other = ze * W + zz;                 // multiplies p_j
+    const float a_nll = g * (1.f - p.eps) * wt;        // multiplies (p_j - [j == t])
+    ri.ap = (a_nll + a_other) / S;
+    ri.bw = ze;
+    // p_t - 1 = -R / S: the rest of the row's mass, no cancellation.
+    const float dzt = -a_nll * (R / S) + a_other * (et / S) - ze * wt;
+    ri.dxt = dzt * chain_t;
+  } else if (p.op == OP_LP) {
+    loss = -nll0;
+    ri.ap = -g / S;
+    ri.dxt = g * (R / S) * chain_t;
+  } else {
+    const double qn64 = Q64 / (double)S;
+    loss = logS - (float)qn64;
+    ri.gp = g / S;
+    ri.qn = (float)qn64;
+    ri.qn64 = qn64;
+    ri.ap = 0.f;
+    ri.dxt = 0.f;
+  }
+
+  if (M == -INFINITY) {
+    // Every logit is -inf (a NaN among them is invisible to the max): no
+    // distribution, and NaN outputs (docs/losses.md, section 2), also for
+    // V = 1, where no other term makes the NaN and lse came out as -inf.
+    // ms = NaN makes every z - ms, and so every gradient element, NaN in
+    // pass 3 (entropy's included: its e != 0 test lets NaN through).
+    const float nan = __int_as_float(0x7fffffff);
+    loss = ce = lse = nan;
+    zl = p.lam != 0.f ? nan : 0.f;
+    ri.ms = ri.ap = ri.bw = ri.gp = ri.qn = ri.dxt = nan;
+    ri.qn64 = (double)nan;
+  } else {
+    // The rare rows whose f32 scalars overflow (logits near FLT_MAX), found
+    // from values the row has anyway: ordinary rows pay a comparison.
+    if ((WHAT & kScalarsOutputs) && p.op == OP_CE && p.want_loss && !isfinite(loss)) {
+      const RareRow r = {Ms, logS, R, S, et, xt, zt, W, wt, g, gz, chain_t, s, p.eps, p.lam, p.v};
+      const double wd = lane < K ? q.wd64 + ((double)qms - (double)Ms) * (double)q.ws : 0.0;
+      const RareLoss o = rare_loss(r, wd, smooth, softcap);
+      ce = o.ce;
+      zl = o.zl;
+      loss = o.loss;
+    }
+    if ((WHAT & kScalarsInfo) && p.grad && p.op != OP_ENT && !(isfinite(ri.ap * s) && isfinite(ri.bw * s) && isfinite(ri.dxt))) {
+      const RareRow r = {Ms, logS, R, S, et, xt, zt, W, wt, g, gz, chain_t, s, p.eps, p.lam, p.v};
+      const RareGrad o = rare_grad(r, p.op == OP_CE, smooth);
+      ri.wide = 1;
+      ri.ap64 = o.ap64;
+      ri.bw64 = o.bw64;
+      ri.dxt = o.dxt;
+    }
+  }
+
+  if (lane == 0 && (WHAT & kScalarsInfo)) {
+    *info = ri;
+    if (softcap && is_ent) *ms64_out = M64;
+  }
+  if (lane == 0 && (WHAT & kScalarsOutputs)) {
+    if (leader && p.want_loss) {
+      if (p.loss) p.loss[row] = loss;
+      if (p.rowbuf) {
+        // ce itself, not loss - zl: that is inf - inf = NaN once the z-loss overflows
+        p.rowbuf[2 * row] = ce;
+        p.rowbuf[2 * row + 1] = zl;
+      }
+      if (p.lse) p.lse[row] = lse;
+      if (p.zl) p.zl[row] = zl;
+    }
+  }
 }
 
 // CL = false: one CTA per row, on every GPU; CL = true: a cluster of K CTAs
@@ -984,165 +1173,17 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
       __syncthreads();
     }
 
-    // The row's scalars, computed by the whole first warp: the sums are
-    // butterflies and every lane reads the same values, so every lane has the
-    // same bits (and takes the same branches, which the double sums below
-    // need); lane 0 writes them.
+    // The row's scalars (row_scalars), computed by the whole first warp.
     if (tid < 32) {
       const int lane = tid;
       Partial q = {-INFINITY, 0.f, 0.f, 0.f, 0.f, 0.0, 0.0};
       if (lane < K) q = *(K > 1 ? cluster_peer<CL>(&part, lane) : &part);
-      const float M = warp_max(q.m);
-      const float Ms = M == -INFINITY ? 0.f : M;
-      const float qms = q.m == -INFINITY ? 0.f : q.m;
-      const float f = (lane < K && q.m != -INFINITY) ? ex2((q.m - Ms) * kLog2e) : 0.f;
-      float R, BIG = 0.f;
-      double Q64 = 0.0, M64 = 0.0;
-      if (is_ent) {
-        // The terms >= 1/2 of the chunks at the row max (f = 1 there) stay
-        // apart in BIG; every other term, scaled, goes to R. Q64 moves each
-        // chunk's sum to the row's reference: Ms, or under softcap M64, the
-        // largest m64 (the z64 of the row's extreme logit), which every CTA
-        // takes from the same partials.
-        const bool at_max = lane < K && q.m == M;
-        BIG = warp_sum(at_max ? q.wd : 0.f);
-        R = warp_sum(f * q.r + (at_max ? 0.f : f * q.wd));
-        double qm64 = -INFINITY;
-        if (softcap) {
-          if (lane < K) qm64 = *(K > 1 ? cluster_peer<CL>(&part_m64, lane) : &part_m64);
-          M64 = warp_max_d(qm64);
-          if (M64 == -INFINITY) M64 = 0.0;
-        }
-        const double shift = softcap ? qm64 - M64 : (double)qms - (double)Ms;
-        Q64 = warp_sum_d(f != 0.f ? (double)f * (q.q64 + shift * ((double)q.r + (double)q.wd)) : 0.0);
-      } else {
-        R = warp_sum(f * q.r);
-      }
-      const float WD = smooth ? warp_sum(lane < K ? q.wd + (qms - Ms) * q.ws : 0.f) : 0.f;
-      const float WS = weighted_smooth ? warp_sum(lane < K ? q.ws : 0.f) : 0.f;
-
-      float xt = 0.f, zt = 0.f, dt = 0.f, et = 0.f;
-      if (has_target) {
-        xt = xt_sh;
-        zt = zof(xt);
-        dt = dof(xt, Ms, std::false_type());
-        et = ex2(dt * kLog2e);
-      }
-      // Entropy: S = BIG + R, where BIG >= 1 holds the max's own term, exactly
-      // 1. log S = log1p((BIG - 1) + R) keeps R even far below f32's epsilon,
-      // where log(1 + R) would round it away: for a confident row (margin 40)
-      // the entropy is (1 + 40) R, and log(S) gave 40 R.
-      const float S = is_ent ? BIG + R : R + et;
-      const float logS = is_ent ? log1pf((BIG - 1.f) + R) : logf(S);
-      float lse = Ms + logS;
-      // lse - z_t: log1p keeps near-certain predictions (loss ~ 1e-10) exact.
-      const float nll0 = et > 0.25f ? log1pf(R / et) : logS - dt;
-      const float V = (float)p.v;
-      const float W = weighted_smooth ? WS : V;
-      const float wt = has_target ? wt_sh : 1.f;
-
-      // Per-row grad_output, then the "mean" divisors.
-      float g = 1.f, gz = 1.f;
-      if (p.grad) {
-        g = p.go ? p.go[p.go_per_row ? row : 0] : 1.f;
-        gz = g;
-        if (p.op == OP_CE && p.reduction == GS_REDUCE_MEAN) {
-          g = (float)((double)g / p.ctrl->d);
-          gz = (float)((double)gz / p.ctrl->count);
-        }
-      }
-      float chain_t = s;
-      if (softcap) {
-        float sech2;
-        softcap_z(xt, s_over_c, p.c, &sech2);
-        chain_t = s * sech2;
-      }
-      RowInfo ri;
-      ri.ms = Ms;
-      ri.gp = 0.f;
-      ri.qn = 0.f;
-      ri.qn64 = 0.0;
-      ri.bw = 0.f;
-      ri.wide = 0;
-      ri.ap64 = 0.0;
-      ri.bw64 = 0.0;
-      float loss = 0.f, ce = 0.f, zl = 0.f;
-      if (p.op == OP_CE) {
-        const float nll = wt * nll0;
-        // smo = sum_j w_j (lse - z_j) = W log S - sum_j w_j (z_j - max): two non-negative terms.
-        const float smo = smooth ? W * logS - WD : 0.f;
-        zl = p.lam != 0.f ? p.lam * lse * lse : 0.f;
-        ce = (1.f - p.eps) * nll + (smooth ? (p.eps / V) * smo : 0.f);
-        loss = ce + zl;
-        const float ze = smooth ? g * (p.eps / V) : 0.f;  // smoothing coefficient
-        const float zz = p.lam != 0.f ? gz * 2.f * p.lam * lse : 0.f;
-        const float a_other = ze * W + zz;                 // multiplies p_j
-        const float a_nll = g * (1.f - p.eps) * wt;        // multiplies (p_j - [j == t])
-        ri.ap = (a_nll + a_other) / S;
-        ri.bw = ze;
-        // p_t - 1 = -R / S: the rest of the row's mass, no cancellation.
-        const float dzt = -a_nll * (R / S) + a_other * (et / S) - ze * wt;
-        ri.dxt = dzt * chain_t;
-      } else if (p.op == OP_LP) {
-        loss = -nll0;
-        ri.ap = -g / S;
-        ri.dxt = g * (R / S) * chain_t;
-      } else {
-        const double qn64 = Q64 / (double)S;
-        loss = logS - (float)qn64;
-        ri.gp = g / S;
-        ri.qn = (float)qn64;
-        ri.qn64 = qn64;
-        ri.ap = 0.f;
-        ri.dxt = 0.f;
-      }
-
-      if (M == -INFINITY) {
-        // Every logit is -inf (a NaN among them is invisible to the max): no
-        // distribution, and NaN outputs (docs/losses.md, section 2), also for
-        // V = 1, where no other term makes the NaN and lse came out as -inf.
-        // ms = NaN makes every z - ms, and so every gradient element, NaN in
-        // pass 3 (entropy's included: its e != 0 test lets NaN through).
-        const float nan = __int_as_float(0x7fffffff);
-        loss = ce = lse = nan;
-        zl = p.lam != 0.f ? nan : 0.f;
-        ri.ms = ri.ap = ri.bw = ri.gp = ri.qn = ri.dxt = nan;
-        ri.qn64 = (double)nan;
-      } else {
-        // The rare rows whose f32 scalars overflow (logits near FLT_MAX), found
-        // from values the row has anyway: ordinary rows pay a comparison.
-        if (p.op == OP_CE && p.want_loss && !isfinite(loss)) {
-          const RareRow r = {Ms, logS, R, S, et, xt, zt, W, wt, g, gz, chain_t, s, p.eps, p.lam, p.v};
-          const double wd = lane < K ? q.wd64 + ((double)qms - (double)Ms) * (double)q.ws : 0.0;
-          const RareLoss o = rare_loss(r, wd, smooth, softcap);
-          ce = o.ce;
-          zl = o.zl;
-          loss = o.loss;
-        }
-        if (p.grad && p.op != OP_ENT && !(isfinite(ri.ap * s) && isfinite(ri.bw * s) && isfinite(ri.dxt))) {
-          const RareRow r = {Ms, logS, R, S, et, xt, zt, W, wt, g, gz, chain_t, s, p.eps, p.lam, p.v};
-          const RareGrad o = rare_grad(r, p.op == OP_CE, smooth);
-          ri.wide = 1;
-          ri.ap64 = o.ap64;
-          ri.bw64 = o.bw64;
-          ri.dxt = o.dxt;
-        }
-      }
-
-      if (lane == 0) {
-        info = ri;
-        if (softcap && is_ent) ms64_sh = M64;
-        if (leader && p.want_loss) {
-          if (p.loss) p.loss[row] = loss;
-          if (p.rowbuf) {
-            // ce itself, not loss - zl: that is inf - inf = NaN once the z-loss overflows
-            p.rowbuf[2 * row] = ce;
-            p.rowbuf[2 * row + 1] = zl;
-          }
-          if (p.lse) p.lse[row] = lse;
-          if (p.zl) p.zl[row] = zl;
-        }
-      }
+      double qm64 = -INFINITY;
+      if (softcap && is_ent && lane < K) qm64 = *(K > 1 ? cluster_peer<CL>(&part_m64, lane) : &part_m64);
+      float g, gz;
+      grad_scales(p, row_grad_output(p, row), p.ctrl->d, p.ctrl->count, &g, &gz);
+      row_scalars<GEN>(p, row, K, lane, q, qm64, has_target ? xt_sh : 0.f, has_target ? wt_sh : 1.f, g, gz, leader,
+                       &info, &ms64_sh);
     }
     if (K > 1) {
       cluster_arrive<CL>();  // this CTA is done reading the others' partials
@@ -1189,7 +1230,7 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
           for (int k = 0; k < NV; k++)
             if (j0 + k == tloc) gv[k] = ri.dxt;
         }
-        store_grad<NV, !RES>(grow, p.gdtype, c0 + j0, gv, nvalid, galigned, drop);
+        store_grad<NV, RES ? kStorePlain : kStoreHint>(grow, p.gdtype, c0 + j0, gv, nvalid, galigned, drop);
       }, true);
     };
     if (p.phases & kSkipGradMath) store_zeros();
@@ -1213,6 +1254,8 @@ __global__ void __launch_bounds__(kMaxThreads, GEN ? 1 : RES ? 3 : 2) ce_rows(Pa
     ce_rows_body<T, RES, GEN, CL>(p);
   }
 }
+
+#include "cross_entropy_register.cuh"
 
 // Targets: finds the lowest bad row, and sums D and the non-ignored count in
 // double, per block and then over blocks in block order (deterministic).
@@ -1316,7 +1359,7 @@ __global__ void __launch_bounds__(1024) ce_reduce(const float *rowbuf, int64_t n
 // Host side.
 
 struct Tune {
-  int mode = 0;          // 0 auto, 1 resident, 2 streaming, 3 resident double-buffered
+  int mode = 0;          // 0 auto, 1 resident, 2 streaming, 3 resident double-buffered, 4 register
   int chunk_bytes = 0;   // 0: default
   int max_cluster = 0;   // 0: default (8)
   int threads = 0;       // 0: from the chunk size
@@ -1332,6 +1375,7 @@ enum Counter {
   PLAN_RESIDENT_PREFETCH,   // resident, two buffers: persistent CTAs prefetch their next row
   PLAN_STREAMING,           // one CTA per row, every pass reads global memory
   PLAN_STREAMING_CLUSTER,   // K CTAs per row, reading global memory
+  PLAN_REGISTER,            // hot kernel: K CTAs per row (a cluster where K > 1), the chunk's exp values on chip
   kPlanKinds,
   PATH_GENERAL = kPlanKinds,  // the kernel with softcap, entropy and class weights
   PATH_SCAN_MULTIBLOCK,       // the target scan ran in more than one block
@@ -1342,7 +1386,7 @@ enum Counter {
   kCounters
 };
 const char *const kCounterNames[kCounters] = {
-    "resident", "resident_cluster", "resident_prefetch", "streaming", "streaming_cluster",
+    "resident", "resident_cluster", "resident_prefetch", "streaming", "streaming_cluster", "register",
     "general",  "scan_multiblock",  "grad_output_rows",  "rows_loop",
     "one_pass", "two_pass"};
 constexpr int kPrepRows = 256;  // target-scan rows per block: one per thread (more made an 8192-row scan take 9 us)
@@ -1417,6 +1461,12 @@ typedef void (*RowKernel)(Params);
 const RowKernel kernels[3][2][2][2] = {GS_CE_KERNELS(float), GS_CE_KERNELS(__nv_bfloat16),
                                        GS_CE_KERNELS(__half)};
 #undef GS_CE_KERNELS
+// The register plan's kernels: reg_kernels[dtype][cluster].
+const RowKernel reg_kernels[3][2] = {{ce_rows_reg<float, false>, ce_rows_reg<float, true>},
+                                     {ce_rows_reg<__nv_bfloat16, false>, ce_rows_reg<__nv_bfloat16, true>},
+                                     {ce_rows_reg<__half, false>, ce_rows_reg<__half, true>}};
+const int reg_cols[3] = {reg_columns<float>(), reg_columns<__nv_bfloat16>(), reg_columns<__half>()};
+const int reg_smem_bytes[3] = {reg_smem<float>(), reg_smem<__nv_bfloat16>(), reg_smem<__half>()};
 
 bool env_on(const char *name) {
   const char *v = getenv(name);
@@ -1459,6 +1509,14 @@ gs_status init_device(DevState **out, gs_error *err) {
     if (e == cudaSuccess && fa.sharedSizeBytes > static_max) static_max = fa.sharedSizeBytes;
     if (e == cudaSuccess)
       e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, d.smem_optin - (int)fa.sharedSizeBytes);
+    if (e == cudaSuccess && cl && d.clusters)
+      e = cudaFuncSetAttribute(k, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+    if (e != cudaSuccess) return gs_cuda_fail(err, e, "cudaFuncSetAttribute");
+  }
+  for (int i = 0; i < 6; i++) {
+    const bool cl = i % 2;
+    const void *k = (const void *)reg_kernels[i / 2][cl];
+    e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, reg_smem_bytes[i / 2]);
     if (e == cudaSuccess && cl && d.clusters)
       e = cudaFuncSetAttribute(k, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
     if (e != cudaSuccess) return gs_cuda_fail(err, e, "cudaFuncSetAttribute");
@@ -1512,13 +1570,26 @@ void launch_config(cudaLaunchConfig_t &cfg, cudaLaunchAttribute *attr, const Pla
   }
 }
 
-RowKernel kernel_for(int dt, const Plan &pl, bool gen) { return kernels[dt][pl.resident][gen][pl.k > 1]; }
+RowKernel kernel_for(int dt, const Plan &pl, bool gen) {
+  if (pl.kind == PLAN_REGISTER) return reg_kernels[dt][pl.k > 1];
+  return kernels[dt][pl.resident][gen][pl.k > 1];
+}
 
 // after_prep: the call launched ce_prep just before, on a GPU with
 // programmatic dependent launch (sm_90+): the row kernel may start while
 // the scan runs (it waits for it before reading the control block).
 cudaError_t launch_rows(RowKernel kern, const Plan &pl, Params p, int64_t *nclusters, bool after_prep) {
   int64_t cap = INT_MAX / pl.k;
+  // The register kernel takes one row per cluster (choose_plan keeps n * K within a grid).
+  if (pl.kind == PLAN_REGISTER) {
+    *nclusters = p.n;
+    cudaLaunchConfig_t cfg;
+    cudaLaunchAttribute attr[2];
+    launch_config(cfg, attr, pl, (unsigned)(p.n * pl.k));
+    if (after_prep) allow_early_start(cfg, attr);
+    void *args[1] = {&p};
+    return cudaLaunchKernelExC(&cfg, (const void *)kern, args);
+  }
   // Double-buffered CTAs are persistent: one wave, each looping over rows.
   if (pl.nbuf == 2 && pl.max_clusters > 0 && pl.max_clusters < cap) cap = pl.max_clusters;
   if (g_tune.grid_cap > 0 && g_tune.grid_cap < cap) cap = g_tune.grid_cap;
@@ -1588,6 +1659,32 @@ Plan make_plan(int64_t v, int esize, int vec, bool resident, int64_t k, int nbuf
 
 const char *dtype_name(int dt) { return dt == 0 ? "f32" : dt == 1 ? "bf16" : "f16"; }
 
+// The register plan for rows of v columns: the fewest CTAs (at least
+// k_at_least) whose registers and shared memory hold the row, one per row
+// where clusters are off. False when the row needs more than 16 CTAs, more
+// than one without clusters, or the plan cannot be scheduled.
+bool reg_plan(const DevState &d, int dt, int64_t v, int64_t k_at_least, Plan *out) {
+  const int vec = dt == 0 ? 4 : 8;
+  int64_t k = (v + reg_cols[dt] - 1) / reg_cols[dt];
+  if (k < k_at_least) k = k_at_least;
+  if (k < 1) k = 1;
+  int64_t chunk = (v + k - 1) / k;
+  chunk = (chunk + vec - 1) / vec * vec;
+  k = (v + chunk - 1) / chunk;
+  if (k > kRegMaxCluster || (k > 1 && !d.clusters)) return false;
+  Plan pl;
+  pl.kind = PLAN_REGISTER;
+  pl.k = (int)k;
+  pl.chunk = chunk;
+  pl.threads = kRegThreads;
+  pl.smem = (size_t)reg_smem_bytes[dt];
+  pl.resident = true;
+  pl.nbuf = 1;
+  pl.max_clusters = schedulable(d, reg_kernels[dt][k > 1], pl);
+  *out = pl;
+  return pl.max_clusters > 0;
+}
+
 // The plan forced by GRADSPEC_CUDA_PLAN or gs_ce_cuda_force_plan, for
 // specs that reach every plan on small inputs: clusters of up to 4 CTAs,
 // one CTA otherwise. A plan the device or the row cannot take is an error,
@@ -1596,6 +1693,23 @@ gs_status forced_plan(const DevState &d, int dt, bool gen, int64_t v, Plan *out,
   const int esize = dt == 0 ? 4 : 2, vec = 16 / esize;
   const int f = g_force;
   const char *name = kCounterNames[f];
+  if (f == PLAN_REGISTER) {
+    err->arg = 0;
+    if (gen) {
+      snprintf(err->msg, sizeof err->msg,
+               "CUDA plan register runs the hot kernel only: a call with softcap, entropy or class weights "
+               "needs the general kernel of another plan");
+      return GS_ERR_ARG;
+    }
+    const int64_t nvec = (v + vec - 1) / vec;
+    if (!reg_plan(d, dt, v, d.clusters ? (nvec < 4 ? nvec : 4) : 1, out)) {
+      snprintf(err->msg, sizeof err->msg,
+               "CUDA plan register holds %d %s columns per CTA and %s: V = %lld does not fit", reg_cols[dt],
+               dtype_name(dt), d.clusters ? "16 CTAs per row" : "one CTA per row without clusters", (long long)v);
+      return GS_ERR_ARG;
+    }
+    return GS_OK;
+  }
   const bool cl = f == PLAN_RESIDENT_CLUSTER || f == PLAN_STREAMING_CLUSTER;
   const bool res = f != PLAN_STREAMING && f != PLAN_STREAMING_CLUSTER;
   err->arg = 0;
@@ -1634,8 +1748,18 @@ gs_status forced_plan(const DevState &d, int dt, bool gen, int64_t v, Plan *out,
 // The automatic plan. Without clusters (below sm_90, or
 // GRADSPEC_CUDA_PORTABLE=1) every plan has one CTA per row: resident where
 // the row fits in shared memory, streaming otherwise.
-Plan choose_plan(const DevState &d, int dt, bool gen, int64_t v) {
+Plan choose_plan(const DevState &d, int dt, bool gen, int64_t v, bool whole, int64_t n) {
   const int esize = dt == 0 ? 4 : 2, vec = 16 / esize;
+  // The register plan, for the hot kernel on rows of whole aligned vectors,
+  // where a row takes at most 16 CTAs (one without clusters), at least as
+  // many CTAs as SMs can run at once (two per SM without clusters), and
+  // n * K stays within a grid. Measured fastest (docs/cuda-speed.md).
+  if (!gen && whole && (g_tune.mode == 0 || g_tune.mode == 4)) {
+    Plan pl;
+    if (reg_plan(d, dt, v, 1, &pl) && n <= INT_MAX / pl.k &&
+        (int64_t)pl.max_clusters * pl.k >= (int64_t)d.sms * (pl.k > 1 ? 1 : 2))
+      return pl;
+  }
   const int64_t rowbytes = v * esize;
   int max_k = g_tune.max_cluster > 0 ? g_tune.max_cluster : kAutoMaxCluster;
   if (max_k > 16) max_k = 16;
@@ -1682,8 +1806,8 @@ int plan_by_name(const char *name, const char *who, gs_error *err) {
   for (int i = 0; i < kPlanKinds; i++)
     if (strcmp(name, kCounterNames[i]) == 0) return i;
   err->arg = 0;
-  snprintf(err->msg, sizeof err->msg, "%s: \"%.60s\" is not a CUDA plan (auto, resident, resident_cluster, "
-           "resident_prefetch, streaming, streaming_cluster)", who, name);
+  snprintf(err->msg, sizeof err->msg, "%s: \"%.40s\" is not a CUDA plan (auto, resident, resident_cluster, "
+           "resident_prefetch, streaming, streaming_cluster, register)", who, name);
   return -2;
 }
 
@@ -1796,12 +1920,18 @@ gs_status run(const gs_ce_args *a, Op op, int backward, gs_error *err) {
   // cannot take is an error that leaves every output untouched.
   const int dt = a->logits_dtype == GS_F32 ? 0 : a->logits_dtype == GS_BF16 ? 1 : 2;
   const bool gen = p.softcap || op == OP_ENT || p.weight;
+  {
+    // Chunks start at multiples of whole vectors (make_plan), so this is
+    // every chunk's test: the one-pass statistics read whole aligned vectors.
+    const int64_t vec = dt == 0 ? 4 : 8;
+    p.whole = (uintptr_t)a->logits % 16 == 0 && a->logits_stride % vec == 0 && a->v % vec == 0;
+  }
   Plan pl = {};
   if (g_force >= 0) {
     st = forced_plan(*d, dt, gen, a->v, &pl, err);
     if (st != GS_OK) return st;
   } else {
-    const int key = dt * 2 + gen;
+    const int key = (dt * 2 + gen) * 2 + p.whole;
     bool found = false;
     for (unsigned i = 0; i < d->nplans && i < 32; i++) {
       const PlanCache &c = d->plans[i];
@@ -1811,20 +1941,18 @@ gs_status run(const gs_ce_args *a, Op op, int backward, gs_error *err) {
         break;
       }
     }
-    if (!found) {
-      pl = choose_plan(*d, dt, gen, a->v);
+    // A register plan needs n * K CTAs in one grid: a cached one that does
+    // not hold these rows is chosen again (and not cached).
+    if (found && pl.kind == PLAN_REGISTER && n > INT_MAX / pl.k) found = false;
+    else if (!found) {
+      pl = choose_plan(*d, dt, gen, a->v, p.whole, 1);
       d->plans[d->nplans++ % 32] = PlanCache{key, a->v, g_tune_gen, pl};
     }
+    if (!found && pl.kind == PLAN_REGISTER && n > INT_MAX / pl.k) pl = choose_plan(*d, dt, gen, a->v, p.whole, n);
   }
   p.chunk = pl.chunk;
   p.nbuf = pl.nbuf;
   p.phases = g_phases;
-  {
-    // Chunks start at multiples of whole vectors (make_plan), so this is
-    // every chunk's test: the one-pass statistics read whole aligned vectors.
-    const int64_t vec = dt == 0 ? 4 : 8;
-    p.whole = (uintptr_t)a->logits % 16 == 0 && a->logits_stride % vec == 0 && a->v % vec == 0;
-  }
 
   float *rowbuf = nullptr;
   const size_t rowbytes = reduced ? (size_t)n * 2 * sizeof(float) : 0;
@@ -1877,7 +2005,7 @@ gs_status run(const gs_ce_args *a, Op op, int backward, gs_error *err) {
     if (prep_blocks > 1) g_counts[PATH_SCAN_MULTIBLOCK]++;
     if (!backward && p.grad && p.go_per_row) g_counts[PATH_GRAD_OUTPUT_ROWS]++;
     if (nclusters < n) g_counts[PATH_ROWS_LOOP]++;
-    if (!gen && pl.nbuf == 1 && !(p.phases & (kSkipStats | kTwoPass)))
+    if (!gen && pl.nbuf == 1 && pl.kind != PLAN_REGISTER && !(p.phases & (kSkipStats | kTwoPass)))
       g_counts[p.whole ? PATH_ONE_PASS : PATH_TWO_PASS]++;
   }
   // The call returns once the scan has judged the targets, while the row
@@ -1903,7 +2031,8 @@ gs_status gs_entropy_forward_cuda(const gs_ce_args *a, gs_error *err) { return r
 gs_status gs_entropy_backward_cuda(const gs_ce_args *a, gs_error *err) { return run(a, OP_ENT, 1, err); }
 
 // Benchmark and test hooks, not part of the contract: force a path
-// (mode 0 auto, 1 resident, 2 streaming, 3 resident double-buffered), a
+// (mode 0 auto, 1 resident, 2 streaming, 3 resident double-buffered, 4 the
+// register plan where it holds the row), a
 // chunk size in bytes, a cluster limit, a block size and a cap on the
 // clusters launched (rows then loop inside); 0 keeps the default. gs_ce_cuda_last_plan says
 // what the last call ran.
