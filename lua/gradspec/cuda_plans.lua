@@ -12,7 +12,9 @@
 -- shared memory), resident_cluster (a cluster of CTAs per row, partials through
 -- distributed shared memory), resident_prefetch (persistent CTAs prefetching
 -- their next row), streaming (one CTA per row, each pass reading global
--- memory), streaming_cluster. The paths counted beside them: general (the
+-- memory), streaming_cluster, register (the hot kernel only: CTAs holding
+-- each logit's exp value in registers and shared memory, a cluster of them
+-- per row on sm_90+). The paths counted beside them: general (the
 -- kernel with softcap, entropy or class weights), scan_multiblock (the target
 -- scan in more than one block: over 256 rows), grad_output_rows (a fused
 -- forward+backward with one grad_output per row), rows_loop (fewer CTAs than
