@@ -240,7 +240,7 @@ end)
 
 describe("cuda plans chosen automatically", { tags = { "cuda" } }, function()
   -- What each size selects: rows of whole aligned vectors take the register
-  -- plan where at most 16 CTAs hold them (one without clusters: 20480 f32 or
+  -- plan where at most 16 CTAs hold them (one without clusters: 16384 f32 or
   -- 32768 bf16 columns each); other rows, with clusters, resident chunks as
   -- large as three CTAs per SM hold (74 KB on an H200), up to 16 CTAs a row,
   -- streaming past what 16 CTAs hold; without, one CTA a row, resident while
