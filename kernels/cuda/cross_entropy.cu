@@ -523,6 +523,33 @@ __device__ __noinline__ RareGrad rare_grad(RareRow r, bool ce, bool smooth) {
   return o;
 }
 
+// The call's options as the row kernels branch on them (GEN = false: the
+// hot kernels, compiled without softcap, entropy and class weights).
+struct RowFlags {
+  bool is_ent, softcap, has_target, smooth, weighted_smooth;
+  const float *weight;
+};
+template <bool GEN> __device__ __forceinline__ RowFlags row_flags(const Params &p) {
+  RowFlags f;
+  f.is_ent = GEN && p.op == OP_ENT;
+  f.softcap = GEN && p.softcap;
+  f.weight = GEN ? p.weight : nullptr;
+  f.has_target = !f.is_ent;
+  f.smooth = p.op == OP_CE && p.eps > 0.f;
+  f.weighted_smooth = f.smooth && f.weight;
+  return f;
+}
+
+// An ignored row's outputs: its loss, lse and z-loss are 0 (the caller
+// writes the gradient's zeros).
+__device__ __forceinline__ void ignored_row_outputs(const Params &p, int64_t row) {
+  if (!p.want_loss) return;
+  if (p.loss) p.loss[row] = 0.f;
+  if (p.rowbuf) p.rowbuf[2 * row] = p.rowbuf[2 * row + 1] = 0.f;
+  if (p.lse) p.lse[row] = 0.f;
+  if (p.zl) p.zl[row] = 0.f;
+}
+
 // g scales the loss's gradient, gz the z-loss's: the row's grad_output go
 // over the "mean" divisors (d: the weight of the non-ignored rows, count:
 // their number), where the call has a gradient.
@@ -551,14 +578,10 @@ template <bool GEN, int WHAT = kScalarsInfo | kScalarsOutputs>
 __device__ __forceinline__ void row_scalars(const Params &p, int64_t row, int K, int lane, const Partial &q,
                                             double qm64, float xt_in, float wt_in, float g, float gz, bool leader,
                                             RowInfo *info, double *ms64_out) {
-  const bool is_ent = GEN && p.op == OP_ENT;
-  const bool softcap = GEN && p.softcap;
-  const float *weight = GEN ? p.weight : nullptr;
-  const bool has_target = !is_ent;
-  const bool smooth = p.op == OP_CE && p.eps > 0.f;
-  const bool weighted_smooth = smooth && weight;
-  const float s = p.s;
-  const float s_over_c = p.s_over_c;
+  const RowFlags fl = row_flags<GEN>(p);
+  const bool is_ent = fl.is_ent, softcap = fl.softcap, has_target = fl.has_target, smooth = fl.smooth;
+  const bool weighted_smooth = fl.weighted_smooth;
+  const float s = p.s, s_over_c = p.s_over_c;
   auto zof = [&](float x) { return softcap ? softcap_z(x, s_over_c, p.c, nullptr) : x * s; };
   auto dof = [&](float x, float m) { return softcap ? softcap_z(x, s_over_c, p.c, nullptr) - m : fmaf(x, s, -m); };
   const float M = warp_max(q.m);
@@ -727,14 +750,11 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
   const int64_t c0 = (int64_t)rank * p.chunk;
   const int clen = (int)min(p.chunk, p.v - c0);
   const int nvec = (clen + NV - 1) / NV;
-  const bool is_ent = GEN && p.op == OP_ENT;
-  const bool softcap = GEN && p.softcap;
-  const float *weight = GEN ? p.weight : nullptr;
-  const bool has_target = !is_ent;
-  const bool smooth = p.op == OP_CE && p.eps > 0.f;
-  const bool weighted_smooth = smooth && weight;
-  const float s = p.s;
-  const float s_over_c = p.s_over_c;
+  const RowFlags fl = row_flags<GEN>(p);
+  const bool is_ent = fl.is_ent, softcap = fl.softcap, has_target = fl.has_target, smooth = fl.smooth;
+  const bool weighted_smooth = fl.weighted_smooth;
+  const float *weight = fl.weight;
+  const float s = p.s, s_over_c = p.s_over_c;
   // Double buffering: while a row is computed, the next row of this cluster
   // is already on its way into the other buffer (cp.async groups, one per row).
   const bool db = RES && p.nbuf == 2;
@@ -809,12 +829,7 @@ __device__ __forceinline__ void ce_rows_body(const Params &p) {
     if (skip) {
       if (call_failed()) break;
       if (grow) store_zeros();
-      if (leader && p.want_loss) {
-        if (p.loss) p.loss[row] = 0.f;
-        if (p.rowbuf) p.rowbuf[2 * row] = p.rowbuf[2 * row + 1] = 0.f;
-        if (p.lse) p.lse[row] = 0.f;
-        if (p.zl) p.zl[row] = 0.f;
-      }
+      if (leader) ignored_row_outputs(p, row);
       continue;
     }
 

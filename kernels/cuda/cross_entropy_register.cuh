@@ -117,8 +117,10 @@ __device__ __forceinline__ void ce_reg_body(const Params &p) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   float4 *const es4 = reinterpret_cast<float4 *>(smem_raw);  // e of vector i < VS: es4[(i NH + h) NT + tid]
   __shared__ float wred[4][NW];
-  __shared__ __align__(16) RegPartial parts[kRegMaxCluster];
-  __shared__ __align__(8) unsigned long long bar;
+#ifdef GS_CE_CLUSTERS
+  __shared__ __align__(16) RegPartial parts[kRegMaxCluster];  // pushed by the cluster's CTAs
+  __shared__ __align__(8) unsigned long long bar;              // counts their bytes
+#endif
   __shared__ RowInfo info;
   __shared__ float xt_sh;
   __shared__ float gscale[2];  // grad_scales' g, gz
@@ -164,12 +166,7 @@ __device__ __forceinline__ void ce_reg_body(const Params &p) {
   if (skip) {
     if (call_failed()) return;
     if (grow) store_zeros();
-    if (leader && p.want_loss) {
-      if (p.loss) p.loss[row] = 0.f;
-      if (p.rowbuf) p.rowbuf[2 * row] = p.rowbuf[2 * row + 1] = 0.f;
-      if (p.lse) p.lse[row] = 0.f;
-      if (p.zl) p.zl[row] = 0.f;
-    }
+    if (leader) ignored_row_outputs(p, row);
     return;  // the whole cluster: every CTA has this row
   }
 
