@@ -17,8 +17,10 @@
 // 3. Warp, then block: the partial (max, sums relative to it) of the chunk.
 // 4. K > 1: each CTA's first warp pushes its partial into every CTA of the
 //    cluster (st.async on the receiver's mbarrier) and waits for the K
-//    partials in its own shared memory: no cluster barrier, and no CTA reads
-//    another's shared memory, so none waits for the others to leave.
+//    partials in its own shared memory. No cluster barrier after the
+//    statistics (one at the start, behind the loads, makes sure every
+//    mbarrier is set), and no CTA reads another's shared memory, so none
+//    waits for the others to leave.
 // 5. The first warp computes the row's scalars from the K partials
 //    (row_scalars, as the other kernels do), and every thread writes its
 //    gradient from its e: dz_j = e_j 2^(m_t - M) ap - bw.
@@ -126,8 +128,8 @@ __device__ __forceinline__ void ce_reg_body(const Params &p) {
   __shared__ float gscale[2];  // grad_scales' g, gz
   __shared__ int failed_sh;
   // The first warp's register-held e, parked while it computes the row's
-  // scalars, which need the registers (held across that call, they spilled
-  // to local memory in every thread).
+  // scalars, which need the registers (held across them, the e spilled to
+  // local memory in every thread).
   __shared__ float4 park[VR * NH][32];
 
   const int K = cluster_size<CL>();
