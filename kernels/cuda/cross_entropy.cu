@@ -562,19 +562,14 @@ __device__ __forceinline__ void grad_scales(const Params &p, float go, double d,
   *gz = mean ? (float)((double)go / count) : go;
 }
 
-// What row_scalars writes: the gradient's constants (info, ms64), the row's
-// outputs (loss, lse, z-loss), or both.
-constexpr int kScalarsInfo = 1, kScalarsOutputs = 2;
-
 // The row's scalars from its chunks' partials, computed by one whole warp:
 // lane < K holds chunk lane's partial q (and, for entropy under softcap, its
 // m64 in qm64), the other lanes the empty partial. The sums are butterflies
 // and every lane reads the same values, so every lane has the same bits (and
 // takes the same branches, which the double sums below need); lane 0 writes
-// info (and ms64), the leader the row's outputs; WHAT says which of the two
-// (kScalars*). xt_in, wt_in: the target's logit and class weight; g, gz:
-// grad_scales'.
-template <bool GEN, int WHAT = kScalarsInfo | kScalarsOutputs>
+// info (and ms64), the leader the row's outputs. xt_in, wt_in: the target's
+// logit and class weight; g, gz: grad_scales'.
+template <bool GEN>
 __device__ __forceinline__ void row_scalars(const Params &p, int64_t row, int K, int lane, const Partial &q,
                                             double qm64, float xt_in, float wt_in, float g, float gz, bool leader,
                                             RowInfo *info, double *ms64_out) {
@@ -691,7 +686,7 @@ __device__ __forceinline__ void row_scalars(const Params &p, int64_t row, int K,
   } else {
     // The rare rows whose f32 scalars overflow (logits near FLT_MAX), found
     // from values the row has anyway: ordinary rows pay a comparison.
-    if ((WHAT & kScalarsOutputs) && p.op == OP_CE && p.want_loss && !isfinite(loss)) {
+    if (p.op == OP_CE && p.want_loss && !isfinite(loss)) {
       const RareRow r = {Ms, logS, R, S, et, xt, zt, W, wt, g, gz, chain_t, s, p.eps, p.lam, p.v};
       const double wd = lane < K ? q.wd64 + ((double)qms - (double)Ms) * (double)q.ws : 0.0;
       const RareLoss o = rare_loss(r, wd, smooth, softcap);
@@ -699,7 +694,7 @@ __device__ __forceinline__ void row_scalars(const Params &p, int64_t row, int K,
       zl = o.zl;
       loss = o.loss;
     }
-    if ((WHAT & kScalarsInfo) && p.grad && p.op != OP_ENT && !(isfinite(ri.ap * s) && isfinite(ri.bw * s) && isfinite(ri.dxt))) {
+    if (p.grad && p.op != OP_ENT && !(isfinite(ri.ap * s) && isfinite(ri.bw * s) && isfinite(ri.dxt))) {
       const RareRow r = {Ms, logS, R, S, et, xt, zt, W, wt, g, gz, chain_t, s, p.eps, p.lam, p.v};
       const RareGrad o = rare_grad(r, p.op == OP_CE, smooth);
       ri.wide = 1;
@@ -709,11 +704,9 @@ __device__ __forceinline__ void row_scalars(const Params &p, int64_t row, int K,
     }
   }
 
-  if (lane == 0 && (WHAT & kScalarsInfo)) {
+  if (lane == 0) {
     *info = ri;
     if (softcap && is_ent) *ms64_out = M64;
-  }
-  if (lane == 0 && (WHAT & kScalarsOutputs)) {
     if (leader && p.want_loss) {
       if (p.loss) p.loss[row] = loss;
       if (p.rowbuf) {
