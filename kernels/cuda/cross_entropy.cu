@@ -1587,23 +1587,17 @@ RowKernel kernel_for(int dt, const Plan &pl, bool gen) {
 // programmatic dependent launch (sm_90+): the row kernel may start while
 // the scan runs (it waits for it before reading the control block).
 cudaError_t launch_rows(RowKernel kern, const Plan &pl, Params p, int64_t *nclusters, bool after_prep) {
-  int64_t cap = INT_MAX / pl.k;
-  // The register kernel takes one row per cluster (choose_plan keeps n * K within a grid).
-  if (pl.kind == PLAN_REGISTER) {
-    *nclusters = p.n;
-    cudaLaunchConfig_t cfg;
-    cudaLaunchAttribute attr[2];
-    launch_config(cfg, attr, pl, (unsigned)(p.n * pl.k));
-    if (after_prep) allow_early_start(cfg, attr);
-    void *args[1] = {&p};
-    return cudaLaunchKernelExC(&cfg, (const void *)kern, args);
+  // The register kernel has no loop over rows: one cluster per row, always
+  // (choose_plan keeps n * K within a grid).
+  int64_t cap = pl.kind == PLAN_REGISTER ? p.n : INT_MAX / pl.k;
+  if (pl.kind != PLAN_REGISTER) {
+    // Double-buffered CTAs are persistent: one wave, each looping over rows.
+    if (pl.nbuf == 2 && pl.max_clusters > 0 && pl.max_clusters < cap) cap = pl.max_clusters;
+    if (g_tune.grid_cap > 0 && g_tune.grid_cap < cap) cap = g_tune.grid_cap;
+    // A negative cap: -c times the clusters that are resident at once (c waves).
+    if (g_tune.grid_cap < 0 && pl.max_clusters > 0 && (int64_t)pl.max_clusters * -g_tune.grid_cap < cap)
+      cap = (int64_t)pl.max_clusters * -g_tune.grid_cap;
   }
-  // Double-buffered CTAs are persistent: one wave, each looping over rows.
-  if (pl.nbuf == 2 && pl.max_clusters > 0 && pl.max_clusters < cap) cap = pl.max_clusters;
-  if (g_tune.grid_cap > 0 && g_tune.grid_cap < cap) cap = g_tune.grid_cap;
-  // A negative cap: -c times the clusters that are resident at once (c waves).
-  if (g_tune.grid_cap < 0 && pl.max_clusters > 0 && (int64_t)pl.max_clusters * -g_tune.grid_cap < cap)
-    cap = (int64_t)pl.max_clusters * -g_tune.grid_cap;
   *nclusters = p.n < cap ? p.n : cap;
   cudaLaunchConfig_t cfg;
   cudaLaunchAttribute attr[2];
@@ -1675,7 +1669,6 @@ bool reg_plan(const DevState &d, int dt, int64_t v, int64_t k_at_least, Plan *ou
   const int vec = dt == 0 ? 4 : 8;
   int64_t k = (v + reg_cols[dt] - 1) / reg_cols[dt];
   if (k < k_at_least) k = k_at_least;
-  if (k < 1) k = 1;
   int64_t chunk = (v + k - 1) / k;
   chunk = (chunk + vec - 1) / vec * vec;
   k = (v + chunk - 1) / chunk;
@@ -1949,14 +1942,13 @@ gs_status run(const gs_ce_args *a, Op op, int backward, gs_error *err) {
         break;
       }
     }
-    // A register plan needs n * K CTAs in one grid: a cached one that does
-    // not hold these rows is chosen again (and not cached).
-    if (found && pl.kind == PLAN_REGISTER && n > INT_MAX / pl.k) found = false;
-    else if (!found) {
+    if (!found) {
       pl = choose_plan(*d, dt, gen, a->v, p.whole, 1);
       d->plans[d->nplans++ % 32] = PlanCache{key, a->v, g_tune_gen, pl};
     }
-    if (!found && pl.kind == PLAN_REGISTER && n > INT_MAX / pl.k) pl = choose_plan(*d, dt, gen, a->v, p.whole, n);
+    // A register plan needs n * K CTAs in one grid: where these rows do not
+    // fit, the plan is chosen again for them (and not cached).
+    if (pl.kind == PLAN_REGISTER && n > INT_MAX / pl.k) pl = choose_plan(*d, dt, gen, a->v, p.whole, n);
   }
   p.chunk = pl.chunk;
   p.nbuf = pl.nbuf;

@@ -52,11 +52,13 @@ template <typename T> constexpr int reg_smem() { return kRegThreads * RegShape<T
 
 // What a CTA pushes to the others: its chunk's max and the sums relative to
 // it (r: the exp terms without the target's; wd, ws: the smoothing sums,
-// wd64 in double).
-struct RegPartial {
+// wd64 in double). 16-byte aligned, so that every slot of an array takes
+// the pushed 16-byte vector.
+struct __align__(16) RegPartial {
   float m, r, wd, ws;
   double wd64;
-  double pad;
+  // The kernels' Partial (row_scalars' input), without entropy's terms.
+  __device__ Partial widen() const { return Partial{m, r, 0.f, wd, ws, wd64, 0.0}; }
 };
 constexpr unsigned kRegPartialBytes = 24;  // m, r, wd, ws, wd64: what is pushed
 
@@ -356,7 +358,6 @@ __device__ __forceinline__ void ce_reg_body(const Params &p) {
     part.wd = smooth ? warp_sum(a[1]) : 0.f;
     part.ws = smooth ? warp_sum(a[2]) : 0.f;
     part.wd64 = part.wd;
-    part.pad = 0.0;
     // Logits near FLT_MAX: the smoothing sum, or a term of it, overflowed
     // f32; redone in double, as in ce_rows_body (whole warp; rare).
     if (smooth && !isfinite(part.wd)) {
@@ -375,13 +376,10 @@ __device__ __forceinline__ void ce_reg_body(const Params &p) {
           "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 done, [%0], 0;\n\t"
           "@!done bra W%=;\n\t}" ::"r"(smem_addr(&bar))
           : "memory");
-      if (lane < K) {
-        const RegPartial &r = parts[lane];
-        q = Partial{r.m, r.r, 0.f, r.wd, r.ws, r.wd64, 0.0};
-      }
+      if (lane < K) q = parts[lane].widen();
 #endif
     } else if (lane == 0) {
-      q = Partial{part.m, part.r, 0.f, part.wd, part.ws, part.wd64, 0.0};
+      q = part.widen();
     }
     // 5. The row's scalars.
 #pragma unroll
@@ -406,8 +404,6 @@ __device__ __forceinline__ void ce_reg_body(const Params &p) {
 #endif
   }
   __syncthreads();
-  // The row's outputs (loss, lse, z-loss) after the gradient's constants are
-  // out, so that the CTA's gradient does not wait for their logs and divisions.
   if (!grow) return;
 
   // The gradient: dz_j = e_j 2^(m_t - ms) ap s - bw s, the target's column
