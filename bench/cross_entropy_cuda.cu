@@ -933,6 +933,10 @@ int run_bench(bool sweep, bool phases, int reps, const char *filter) {
         {"persist", 0, 0, 0, 0, -1},
     };
     vars.insert(vars.end(), std::begin(more), std::end(more));
+    // The register plan at a given K (at least the K that holds the row).
+    static const char *const reg_k[] = {"reg:K=4",  "reg:K=5",  "reg:K=6",  "reg:K=7",  "reg:K=8",  "reg:K=9",  "reg:K=10",
+                                        "reg:K=11", "reg:K=12", "reg:K=13", "reg:K=14", "reg:K=15", "reg:K=16"};
+    for (int k = 4; k <= 16; k++) vars.push_back({reg_k[k - 4], 4, 0, k, 0, 0});
   }
   cudaEvent_t e0, e1;
   CK(cudaEventCreate(&e0));

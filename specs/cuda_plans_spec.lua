@@ -83,8 +83,10 @@ describe("cuda plans, forced on small inputs", { tags = { "cuda" } }, function()
   end)
 
   -- The register plan runs the hot kernel only (no softcap, entropy or class
-  -- weights), on any row: forced, it splits rows into up to 4 CTAs where
+  -- weights), on any row: forced, it splits rows into at least 4 CTAs where
   -- clusters exist, and reads ragged or unaligned rows column by column.
+  -- The widest row fills a CTA past what its registers hold (f32: its
+  -- shared-memory vectors, which come by cp.async).
   for _, dtype in ipairs({ "f32", "bf16", "f16" }) do
     it("register, " .. dtype .. ": the hot calls take it and agree with the reference, on whole and ragged rows", function()
       skip_if(not gs.cuda_available(), "needs a CUDA device")
@@ -93,7 +95,7 @@ describe("cuda plans, forced on small inputs", { tags = { "cuda" } }, function()
       local g = gs.randn({ n }, { seed = 7 })
       local calls = 0
       local counts = counted(function()
-        for _, v in ipairs({ 1003, 1024, 9 }) do
+        for _, v in ipairs({ 1003, 1024, 9, clusters() and 100000 or 20000 }) do
           local x, t = inputs(n, v, dtype, 41)                                  -- stride v + 3: unaligned rows
           local whole = gs.randn({ n, v }, { seed = 42, std = 3, dtype = dtype })  -- contiguous
           for _, logits in ipairs({ x, whole }) do
@@ -208,7 +210,11 @@ describe("cuda paths beside the plans", { tags = { "cuda" } }, function()
     row(function(j) return j == 51 and 50 or -50 + (j % 3) end)        -- confident
     row(function(j) return (j * 37 % 64) * 0.5 end)                    -- max late, target early
     row(function(j) return j == 64 and 1e4 or j end)                   -- huge spread
-    local t = i64({ 3, 0, 2, 1, 7, 50, 0, 63 })
+    -- Near 2e6, where the register plan's one-FMA exponent rounds its
+    -- offset by up to 1/8 and must take that back (at 2^22 and beyond it
+    -- keeps the two-step exponent, as for -1e30 above).
+    row(function(j) return 2e6 + (j % 5) * 0.25 end)
+    local t = i64({ 3, 0, 2, 1, 7, 50, 0, 63, 4 })
     for _, plan in ipairs({ "resident", "resident_cluster", "streaming", "streaming_cluster", "register" }) do
       if not CLUSTER[plan] or clusters() then
         gs.cuda.force_plan(plan)
@@ -240,7 +246,7 @@ end)
 
 describe("cuda plans chosen automatically", { tags = { "cuda" } }, function()
   -- What each size selects: rows of whole aligned vectors take the register
-  -- plan where at most 16 CTAs hold them (one without clusters: 16384 f32 or
+  -- plan where at most 16 CTAs hold them (one without clusters: 26624 f32 or
   -- 32768 bf16 columns each); other rows, with clusters, resident chunks as
   -- large as three CTAs per SM hold (74 KB on an H200), up to 16 CTAs a row,
   -- streaming past what 16 CTAs hold; without, one CTA a row, resident while

@@ -8,12 +8,13 @@
 // one chunk and leaves, and the next cluster takes its place.
 //
 // 1. Each thread loads its VT 16-byte vectors (columns tid + i * kRegThreads,
-//    in vectors) straight into registers, all at once.
+//    in vectors) straight into registers, all at once (f32: VS of them by
+//    cp.async into shared memory).
 // 2. Its own max m_t, then e_j = 2^((z_j - m_t) log2 e) for each of its
 //    columns and their sums (without the target's term, as the other
-//    kernels keep 1 - p_t apart). The first VS vectors' e go to shared
-//    memory, the other VR vectors' stay in registers: a thread holds VR * NV
-//    floats, shared memory VS * NV per thread.
+//    kernels keep 1 - p_t apart). VS vectors' e go to shared memory, the
+//    other VR vectors' stay in registers: a thread holds VR * NV floats,
+//    shared memory VS * NV per thread.
 // 3. Warp, then block: the partial (max, sums relative to it) of the chunk.
 // 4. K > 1: each CTA's first warp pushes its partial into every CTA of the
 //    cluster (st.async on the receiver's mbarrier) and waits for the K
@@ -32,13 +33,25 @@ template <typename T> struct RegShape;
 // Vectors per thread whose e stay in registers (VR) and go to shared memory
 // (VS). More in registers spilled (the first pass holds every loaded
 // vector); 3 and 5 for bf16 ran 2-3% faster than 4 and 4 (H200).
-// f32: 8 and none, 16384 columns a CTA (a loaded f32 vector is its e's
-// registers already); 5 and 5 ran 1.31 times the copy at 4096 x 256000,
-// 8 and 0 1.22.
-template <> struct RegShape<float> { static constexpr int VR = 8, VS = 0; };
-// bf16 and f16: 3 and 5, 32768 columns and 80 KB per CTA.
-template <> struct RegShape<__nv_bfloat16> { static constexpr int VR = 3, VS = 5; };
-template <> struct RegShape<__half> { static constexpr int VR = 3, VS = 5; };
+// f32: 8 in registers (a loaded f32 vector is its e's registers already;
+// 5 and 5 through registers ran 1.31 times the copy at 4096 x 256000, 8 and
+// 0 1.22), and 5 that go to shared memory by cp.async (ASYNC), never through
+// registers, where their e then replace them: 26624 columns and 40 KB a CTA,
+// so that a row takes fewer CTAs (256000: 10 instead of 16).
+template <> struct RegShape<float> {
+  static constexpr int VR = 8, VS = 5;
+  static constexpr bool ASYNC = true;
+};
+// bf16 and f16: 3 and 5, 32768 columns and 80 KB per CTA (their e are twice
+// their size: they go through registers).
+template <> struct RegShape<__nv_bfloat16> {
+  static constexpr int VR = 3, VS = 5;
+  static constexpr bool ASYNC = false;
+};
+template <> struct RegShape<__half> {
+  static constexpr int VR = 3, VS = 5;
+  static constexpr bool ASYNC = false;
+};
 
 constexpr int kRegThreads = 512;
 constexpr int kRegWarps = kRegThreads / 32;
@@ -94,8 +107,45 @@ template <> __device__ __forceinline__ uint4 ld_part<__half>(const __half *src, 
   return ld_part16(src, nvalid, pad < 0.f ? 0xfc00 : 0x7c00);
 }
 
-#ifdef GS_CE_CLUSTERS
+// The largest (MAX) or smallest logit of a thread's vectors in registers
+// (raw[i] is its vector FIRST + i, of FIRST + N), as a float; pad where
+// there are none. 16-bit logits are compared two at a time in their own
+// format (exact; NaN is passed over, as fmaxf does), without converting
+// each to f32 first.
+template <typename T, bool MAX, int FIRST, int N>
+__device__ __forceinline__ float vec_extreme(const uint4 *raw, int tid, int nt, int nvec, float pad) {
+  float m = pad;
+  if constexpr (sizeof(T) == 4) {
+#pragma unroll
+    for (int i = 0; i < N; i++)
+      if (tid + (FIRST + i) * nt < nvec) {
+        const unsigned w[4] = {raw[i].x, raw[i].y, raw[i].z, raw[i].w};
+#pragma unroll
+        for (int k = 0; k < 4; k++) m = MAX ? fmaxf(m, __uint_as_float(w[k])) : fminf(m, __uint_as_float(w[k]));
+      }
+  } else {
+    using T2 = typename std::conditional<std::is_same<T, __half>::value, __half2, __nv_bfloat162>::type;
+    T2 a = T2(T(pad), T(pad)), b = a;
+#pragma unroll
+    for (int i = 0; i < N; i++)
+      if (tid + (FIRST + i) * nt < nvec) {
+        const unsigned w[4] = {raw[i].x, raw[i].y, raw[i].z, raw[i].w};
+        const T2 *h = reinterpret_cast<const T2 *>(w);
+        a = MAX ? __hmax2(a, h[0]) : __hmin2(a, h[0]);
+        b = MAX ? __hmax2(b, h[1]) : __hmin2(b, h[1]);
+        a = MAX ? __hmax2(a, h[2]) : __hmin2(a, h[2]);
+        b = MAX ? __hmax2(b, h[3]) : __hmin2(b, h[3]);
+      }
+    a = MAX ? __hmax2(a, b) : __hmin2(a, b);
+    const float lo = (float)a.x, hi = (float)a.y;
+    m = MAX ? fmaxf(lo, hi) : fminf(lo, hi);
+  }
+  return m;
+}
+
 __device__ __forceinline__ unsigned smem_addr(const void *p) { return (unsigned)__cvta_generic_to_shared(p); }
+
+#ifdef GS_CE_CLUSTERS
 __device__ __forceinline__ unsigned peer_addr(unsigned a, unsigned rank) {
   unsigned r;
   asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(rank));
@@ -118,8 +168,15 @@ template <typename T, bool CL>
 __device__ __forceinline__ void ce_reg_body(const Params &p) {
   constexpr int NV = Vec<T>::N, NT = kRegThreads, NW = kRegWarps, NH = NV / 4;
   constexpr int VR = RegShape<T>::VR, VS = RegShape<T>::VS, VT = VR + VS;
+  // Vector i's e: in shared memory for S0 <= i < S0 + VS (es4, slot i - S0),
+  // in registers elsewhere (e[i - E0]). bf16/f16: shared memory first; f32
+  // (ASYNC: those come by cp.async) registers first, so that a chunk of
+  // 16384 columns or fewer stays in registers. raw[i] is a loaded vector i:
+  // every one, or with ASYNC those in registers.
+  constexpr bool ASYNC = RegShape<T>::ASYNC;
+  constexpr int S0 = ASYNC ? VR : 0, E0 = ASYNC ? 0 : VS, NRAW = ASYNC ? VR : VT;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  float4 *const es4 = reinterpret_cast<float4 *>(smem_raw);  // e of vector i < VS: es4[(i NH + h) NT + tid]
+  float4 *const es4 = reinterpret_cast<float4 *>(smem_raw);  // e of vector i: es4[((i - S0) NH + h) NT + tid]
   __shared__ float wred[4][NW];
 #ifdef GS_CE_CLUSTERS
   __shared__ __align__(16) RegPartial parts[kRegMaxCluster];  // pushed by the cluster's CTAs
@@ -196,13 +253,31 @@ __device__ __forceinline__ void ce_reg_body(const Params &p) {
   // 1. The chunk, straight into registers.
   const float pad = s > 0.f ? -INFINITY : INFINITY;  // z = s pad = -inf
   const bool xal = (((uintptr_t)xc) & 15) == 0;
-  uint4 raw[VT];
+  uint4 raw[NRAW];
+  if (ASYNC) {
 #pragma unroll
-  for (int i = 0; i < VT; i++) {
+    for (int i = S0; i < S0 + VS; i++) {
+      const int vi = tid + i * NT;
+      if (vi < nvec) {
+        const int nvalid = min(NV, clen - vi * NV);
+        float4 *const dst = &es4[(i - S0) * NH * NT + tid];
+        if (xal && nvalid == NV) {
+          cp_async16(smem_addr(dst), xc + (int64_t)vi * NV);
+        } else {
+          const uint4 u = ld_part<T>(xc + (int64_t)vi * NV, nvalid, pad);
+          *dst = make_float4(__uint_as_float(u.x), __uint_as_float(u.y), __uint_as_float(u.z), __uint_as_float(u.w));
+        }
+      }
+    }
+    cp_async_commit();
+  }
+#pragma unroll
+  for (int i = 0; i < NRAW; i++) {
     const int vi = tid + i * NT;
     if (vi < nvec) {
       const int nvalid = min(NV, clen - vi * NV);
-      raw[i] = xal && nvalid == NV ? ld_stream(xc + (int64_t)vi * NV) : ld_part<T>(xc + (int64_t)vi * NV, nvalid, pad);
+      raw[i] = xal && nvalid == NV ? ld_stream(xc + (int64_t)vi * NV)
+                                        : ld_part<T>(xc + (int64_t)vi * NV, nvalid, pad);
     }
   }
 #ifdef GS_CE_CLUSTERS
@@ -219,79 +294,114 @@ __device__ __forceinline__ void ce_reg_body(const Params &p) {
                    "r"((unsigned)K * kRegPartialBytes)
                    : "memory");
     }
-    asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
+    // Relaxed: the fence above already publishes the init; a release here
+    // made every warp wait for its chunk's loads (ncu: membar stalls).
+    asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
   }
 #endif
   const int tloc = (t >= c0 && t < c0 + clen) ? (int)(t - c0) : -1;
 
-  // 2. This thread's max, its e and sums. Without softcap max(s x) = |s| max(sign(s) x).
+  // 2. This thread's max, its e and sums. Without softcap max(s x) is
+  // s max(x) for s > 0 and s min(x) for s < 0.
+  //
+  // e = 2^(x s log2 e - c) in one FMA, c = x_ext sl2e rounded (x_ext: the
+  // extreme logit), instead of 2^((x s - m_t) log2 e) in two: c's rounding
+  // (up to half an ulp of |m_t| log2 e, 4e-6 at m_t = 100) and m_t's are the
+  // same for every e of the thread, so its sums and its gradient factor take
+  // them back exactly, as corr = 2^((x_ext s - m_t) log2 e - (x_ext sl2e -
+  // c)), both residuals exact by FMA. What stays is sl2e's rounding, a
+  // relative 6e-8 on every z - m, as the two-step form has in log2 e's.
+  // Label smoothing needs z - m itself and keeps the two steps, as does a
+  // thread whose |c| reaches 2^22: c's rounding is then an ulp of 1 or more
+  // (at -1e30, 2^77), which corr's 2^-eps would not take back.
   const bool skip_stats = p.phases & kSkipStats;
+  const float sl2e = s * kLog2e;
   float e[VR][NV];
-  float mt = -INFINITY, acc[3] = {0.f, 0.f, 0.f};  // r, wd, ws
+  float mt = -INFINITY, corr = 1.f, acc[3] = {0.f, 0.f, 0.f};  // r, wd, ws
   auto stats = [&](auto positive, auto with_smooth) {
     constexpr bool POS = decltype(positive)::value;
     constexpr bool SM = decltype(with_smooth)::value;
-    float xm = -INFINITY;
+    float xext = vec_extreme<T, POS, 0, NRAW>(raw, tid, NT, nvec, pad);
+    if (ASYNC) {
 #pragma unroll
-    for (int i = 0; i < VT; i++) {
-      const int vi = tid + i * NT;
-      if (vi < nvec) {
-        float x[NV];
-        Vec<T>::cvt(raw[i], x);
-#pragma unroll
-        for (int k = 0; k < NV; k++) xm = fmaxf(xm, POS ? x[k] : -x[k]);
-      }
-    }
-    mt = xm == -INFINITY ? -INFINITY : (POS ? xm * s : xm * -s);
-    const float msafe = mt == -INFINITY ? 0.f : mt;
-    float s0 = 0.f, s1 = 0.f;
-#pragma unroll
-    for (int i = 0; i < VT; i++) {
-      const int vi = tid + i * NT;
-      float ev[NV];
-      if (vi < nvec) {
-        const int j0 = vi * NV;
-        float x[NV];
-        Vec<T>::cvt(raw[i], x);
-#pragma unroll
-        for (int k = 0; k < NV; k++) {
-          const float d = fmaf(x[k], s, -msafe);
-          ev[k] = ex2(d * kLog2e);
-          if (SM && j0 + k < clen) {
-            acc[1] += d;
-            acc[2] += 1.f;
-          }
+      for (int i = S0; i < S0 + VS; i++)
+        if (tid + i * NT < nvec) {
+          const float4 q = es4[(i - S0) * NH * NT + tid];
+          xext = POS ? fmaxf(fmaxf(xext, q.x), fmaxf(fmaxf(q.y, q.z), q.w))
+                     : fminf(fminf(xext, q.x), fminf(fminf(q.y, q.z), q.w));
         }
-        if ((unsigned)(tloc - j0) < (unsigned)NV) {  // the target's vector: its term stays out of r
-          float rest = 0.f;
+    }
+    mt = xext * s;  // -inf where there are no columns (x_ext = pad) or every z is -inf
+    const float msafe = mt == -INFINITY ? 0.f : mt;
+    float c = mt == -INFINITY ? 0.f : xext * sl2e;
+    const bool one_fma = !SM && (fabsf(c) < 0x1p22f || !isfinite(mt));
+    if (one_fma && isfinite(mt)) corr = ex2(fmaf(fmaf(xext, s, -mt), kLog2e, -fmaf(xext, sl2e, -c)));
+    float s0 = 0.f, s1 = 0.f;
+    auto pass = [&](auto fma_form) {
+      constexpr bool ONE = decltype(fma_form)::value;
 #pragma unroll
-          for (int k = 0; k < NV; k++)
-            if (j0 + k != tloc) rest += ev[k];
-          s0 += rest;
+      for (int i = 0; i < VT; i++) {
+        const int vi = tid + i * NT;
+        float ev[NV];
+        if (vi < nvec) {
+          const int j0 = vi * NV;
+          float x[NV];
+          if (ASYNC && i >= S0) {
+            const float4 q = es4[(i - S0) * NH * NT + tid];  // NV = 4
+            x[0] = q.x;
+            x[1] = q.y;
+            x[2] = q.z;
+            x[3] = q.w;
+          } else {
+            Vec<T>::cvt(raw[i], x);
+          }
+#pragma unroll
+          for (int k = 0; k < NV; k++) {
+            if (ONE) {
+              ev[k] = ex2(fmaf(x[k], sl2e, -c));
+            } else {
+              const float d = fmaf(x[k], s, -msafe);
+              ev[k] = ex2(d * kLog2e);
+              if (SM && j0 + k < clen) {
+                acc[1] += d;
+                acc[2] += 1.f;
+              }
+            }
+          }
+          if ((unsigned)(tloc - j0) < (unsigned)NV) {  // the target's vector: its term stays out of r
+            float rest = 0.f;
+#pragma unroll
+            for (int k = 0; k < NV; k++)
+              if (j0 + k != tloc) rest += ev[k];
+            s0 += rest;
+          } else {
+#pragma unroll
+            for (int k = 0; k < NV; k += 2) {
+              s0 += ev[k];
+              s1 += ev[k + 1];
+            }
+          }
         } else {
 #pragma unroll
-          for (int k = 0; k < NV; k += 2) {
-            s0 += ev[k];
-            s1 += ev[k + 1];
+          for (int k = 0; k < NV; k++) ev[k] = 0.f;
+        }
+        if (i >= S0 && i < S0 + VS) {
+          if (vi < nvec) {
+#pragma unroll
+            for (int h = 0; h < NH; h++)
+              es4[((i - S0) * NH + h) * NT + tid] = make_float4(ev[4 * h], ev[4 * h + 1], ev[4 * h + 2], ev[4 * h + 3]);
           }
+        } else {
+#pragma unroll
+          for (int k = 0; k < NV; k++) e[i - E0][k] = ev[k];
         }
-      } else {
-#pragma unroll
-        for (int k = 0; k < NV; k++) ev[k] = 0.f;
       }
-      if (i < VS) {
-        if (vi < nvec) {
-#pragma unroll
-          for (int h = 0; h < NH; h++)
-            es4[(i * NH + h) * NT + tid] = make_float4(ev[4 * h], ev[4 * h + 1], ev[4 * h + 2], ev[4 * h + 3]);
-        }
-      } else {
-#pragma unroll
-        for (int k = 0; k < NV; k++) e[i - VS][k] = ev[k];
-      }
-    }
-    acc[0] = s0 + s1;
+    };
+    if (one_fma) pass(std::true_type());
+    else pass(std::false_type());
+    acc[0] = (s0 + s1) * corr;
   };
+  if (ASYNC) cp_async_wait<0>();  // this thread's vectors in es4 (each reads only its own)
   if (skip_stats) {
     // Benchmark phase: no max, exp or sums (m = 0, r = 1 for the first
     // thread of the chunk, e = 0).
@@ -302,10 +412,10 @@ __device__ __forceinline__ void ce_reg_body(const Params &p) {
 #pragma unroll
       for (int k = 0; k < NV; k++) e[i][k] = 0.f;
 #pragma unroll
-    for (int i = 0; i < VS; i++)
+    for (int i = S0; i < S0 + VS; i++)
       if (tid + i * NT < nvec)
 #pragma unroll
-        for (int h = 0; h < NH; h++) es4[(i * NH + h) * NT + tid] = make_float4(0.f, 0.f, 0.f, 0.f);
+        for (int h = 0; h < NH; h++) es4[((i - S0) * NH + h) * NT + tid] = make_float4(0.f, 0.f, 0.f, 0.f);
   } else if (smooth) {
     if (s > 0.f) stats(std::true_type(), std::true_type());
     else stats(std::false_type(), std::true_type());
@@ -409,7 +519,7 @@ __device__ __forceinline__ void ce_reg_body(const Params &p) {
   // The gradient: dz_j = e_j 2^(m_t - ms) ap s - bw s, the target's column
   // apart; in double where the row's constants overflow f32 (RowInfo::wide).
   const RowInfo ri = info;
-  const float f = mt == -INFINITY ? 0.f : ex2((mt - ri.ms) * kLog2e);
+  const float f = mt == -INFINITY ? 0.f : ex2((mt - ri.ms) * kLog2e) * corr;
   auto grad_pass = [&](auto wide) {
     constexpr bool WIDE = decltype(wide)::value;
     const float fa = f * (ri.ap * s), bws = ri.bw * s;
@@ -420,10 +530,10 @@ __device__ __forceinline__ void ce_reg_body(const Params &p) {
       if (vi < nvec) {
         const int j0 = vi * NV;
         float ev[NV], gv[NV];
-        if (i < VS) {
+        if (i >= S0 && i < S0 + VS) {
 #pragma unroll
           for (int h = 0; h < NH; h++) {
-            const float4 q = es4[(i * NH + h) * NT + tid];
+            const float4 q = es4[((i - S0) * NH + h) * NT + tid];
             ev[4 * h] = q.x;
             ev[4 * h + 1] = q.y;
             ev[4 * h + 2] = q.z;
@@ -431,7 +541,7 @@ __device__ __forceinline__ void ce_reg_body(const Params &p) {
           }
         } else {
 #pragma unroll
-          for (int k = 0; k < NV; k++) ev[k] = e[i - VS][k];
+          for (int k = 0; k < NV; k++) ev[k] = e[i - E0][k];
         }
 #pragma unroll
         for (int k = 0; k < NV; k++) gv[k] = WIDE ? (float)((double)ev[k] * fa64 - bws64) : fmaf(ev[k], fa, -bws);
