@@ -1682,7 +1682,9 @@ bool reg_plan(const DevState &d, int dt, int64_t v, int64_t k_at_least, Plan *ou
   pl.k = (int)k;
   pl.chunk = chunk;
   pl.threads = kRegThreads;
-  pl.smem = (size_t)reg_smem_bytes[dt];
+  pl.smem = (size_t)(dt == 0   ? reg_smem_for<float>(chunk)
+                     : dt == 1 ? reg_smem_for<__nv_bfloat16>(chunk)
+                               : reg_smem_for<__half>(chunk));
   pl.resident = true;
   pl.nbuf = 1;
   pl.max_clusters = schedulable(d, reg_kernels[dt][k > 1], pl);

@@ -42,8 +42,10 @@ template <> struct RegShape<float> {
   static constexpr int VR = 8, VS = 5;
   static constexpr bool ASYNC = true;
 };
-// bf16 and f16: 3 and 5, 32768 columns and 80 KB per CTA (their e are twice
-// their size: they go through registers).
+// bf16 and f16: 3 and 5, 32768 columns and 80 KB per CTA, through
+// registers. 3 and 6 with the 6 by cp.async (into the first half of each
+// vector's e slot; 36864 columns, 96 KB) ran slower at 4096 x 256000 (1.30
+// against 1.24 times the copy: K = 7 leaves 224 CTAs resident, K = 8 240).
 template <> struct RegShape<__nv_bfloat16> {
   static constexpr int VR = 3, VS = 5;
   static constexpr bool ASYNC = false;
@@ -62,6 +64,18 @@ template <typename T> constexpr int reg_columns() {
   return kRegThreads * (RegShape<T>::VR + RegShape<T>::VS) * Vec<T>::N;
 }
 template <typename T> constexpr int reg_smem() { return kRegThreads * RegShape<T>::VS * Vec<T>::N * 4; }
+// The shared memory a chunk of `chunk` columns uses: all of it where the
+// vectors in shared memory come first, only the slots reached where the
+// registers fill first (ASYNC: none for f32 chunks of 16384 columns or
+// fewer).
+template <typename T> constexpr int reg_smem_for(int64_t chunk) {
+  using S = RegShape<T>;
+  if (!S::ASYNC) return reg_smem<T>();
+  const int64_t nvec = (chunk + Vec<T>::N - 1) / Vec<T>::N;
+  const int64_t per_thread = (nvec + kRegThreads - 1) / kRegThreads;
+  const int64_t slots = per_thread <= S::VR ? 0 : per_thread - S::VR > S::VS ? S::VS : per_thread - S::VR;
+  return (int)(slots * kRegThreads * Vec<T>::N * 4);
+}
 
 // What a CTA pushes to the others: its chunk's max and the sums relative to
 // it (r: the exp terms without the target's; wd, ws: the smoothing sums,
@@ -107,41 +121,38 @@ template <> __device__ __forceinline__ uint4 ld_part<__half>(const __half *src, 
   return ld_part16(src, nvalid, pad < 0.f ? 0xfc00 : 0x7c00);
 }
 
-// The largest (MAX) or smallest logit of a thread's vectors in registers
-// (raw[i] is its vector FIRST + i, of FIRST + N), as a float; pad where
-// there are none. 16-bit logits are compared two at a time in their own
-// format (exact; NaN is passed over, as fmaxf does), without converting
-// each to f32 first.
-template <typename T, bool MAX, int FIRST, int N>
-__device__ __forceinline__ float vec_extreme(const uint4 *raw, int tid, int nt, int nvec, float pad) {
-  float m = pad;
-  if constexpr (sizeof(T) == 4) {
+// The largest (MAX) or smallest logit of the 16-byte vectors added, as a
+// float; pad where none were. 16-bit logits are compared two at a time in
+// their own format (exact; NaN is passed over, as fmaxf does), without
+// converting each to f32 first.
+template <typename T, bool MAX, bool WIDE = sizeof(T) == 4> struct Extreme {
+  float m;
+  __device__ __forceinline__ explicit Extreme(float pad) : m(pad) {}
+  __device__ __forceinline__ void add(const uint4 &r) {
+    const unsigned w[4] = {r.x, r.y, r.z, r.w};
 #pragma unroll
-    for (int i = 0; i < N; i++)
-      if (tid + (FIRST + i) * nt < nvec) {
-        const unsigned w[4] = {raw[i].x, raw[i].y, raw[i].z, raw[i].w};
-#pragma unroll
-        for (int k = 0; k < 4; k++) m = MAX ? fmaxf(m, __uint_as_float(w[k])) : fminf(m, __uint_as_float(w[k]));
-      }
-  } else {
-    using T2 = typename std::conditional<std::is_same<T, __half>::value, __half2, __nv_bfloat162>::type;
-    T2 a = T2(T(pad), T(pad)), b = a;
-#pragma unroll
-    for (int i = 0; i < N; i++)
-      if (tid + (FIRST + i) * nt < nvec) {
-        const unsigned w[4] = {raw[i].x, raw[i].y, raw[i].z, raw[i].w};
-        const T2 *h = reinterpret_cast<const T2 *>(w);
-        a = MAX ? __hmax2(a, h[0]) : __hmin2(a, h[0]);
-        b = MAX ? __hmax2(b, h[1]) : __hmin2(b, h[1]);
-        a = MAX ? __hmax2(a, h[2]) : __hmin2(a, h[2]);
-        b = MAX ? __hmax2(b, h[3]) : __hmin2(b, h[3]);
-      }
-    a = MAX ? __hmax2(a, b) : __hmin2(a, b);
-    const float lo = (float)a.x, hi = (float)a.y;
-    m = MAX ? fmaxf(lo, hi) : fminf(lo, hi);
+    for (int k = 0; k < 4; k++) m = MAX ? fmaxf(m, __uint_as_float(w[k])) : fminf(m, __uint_as_float(w[k]));
   }
-  return m;
-}
+  __device__ __forceinline__ float get() const { return m; }
+};
+template <typename T, bool MAX> struct Extreme<T, MAX, false> {
+  using T2 = typename std::conditional<std::is_same<T, __half>::value, __half2, __nv_bfloat162>::type;
+  T2 a, b;
+  __device__ __forceinline__ explicit Extreme(float pad) : a(T(pad), T(pad)), b(a) {}
+  __device__ __forceinline__ void add(const uint4 &r) {
+    const unsigned w[4] = {r.x, r.y, r.z, r.w};
+    const T2 *h = reinterpret_cast<const T2 *>(w);
+    a = MAX ? __hmax2(a, h[0]) : __hmin2(a, h[0]);
+    b = MAX ? __hmax2(b, h[1]) : __hmin2(b, h[1]);
+    a = MAX ? __hmax2(a, h[2]) : __hmin2(a, h[2]);
+    b = MAX ? __hmax2(b, h[3]) : __hmin2(b, h[3]);
+  }
+  __device__ __forceinline__ float get() const {
+    const T2 c = MAX ? __hmax2(a, b) : __hmin2(a, b);
+    const float lo = (float)c.x, hi = (float)c.y;
+    return MAX ? fmaxf(lo, hi) : fminf(lo, hi);
+  }
+};
 
 __device__ __forceinline__ unsigned smem_addr(const void *p) { return (unsigned)__cvta_generic_to_shared(p); }
 
@@ -177,6 +188,8 @@ __device__ __forceinline__ void ce_reg_body(const Params &p) {
   constexpr int S0 = ASYNC ? VR : 0, E0 = ASYNC ? 0 : VS, NRAW = ASYNC ? VR : VT;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   float4 *const es4 = reinterpret_cast<float4 *>(smem_raw);  // e of vector i: es4[((i - S0) NH + h) NT + tid]
+  // ASYNC: vector i's logits, loaded into its first e slot, until its e replace them.
+  auto esraw = [&](int i) { return reinterpret_cast<const uint4 *>(es4)[(i - S0) * NH * NT + threadIdx.x]; };
   __shared__ float wred[4][NW];
 #ifdef GS_CE_CLUSTERS
   __shared__ __align__(16) RegPartial parts[kRegMaxCluster];  // pushed by the cluster's CTAs
@@ -321,16 +334,16 @@ __device__ __forceinline__ void ce_reg_body(const Params &p) {
   auto stats = [&](auto positive, auto with_smooth) {
     constexpr bool POS = decltype(positive)::value;
     constexpr bool SM = decltype(with_smooth)::value;
-    float xext = vec_extreme<T, POS, 0, NRAW>(raw, tid, NT, nvec, pad);
+    Extreme<T, POS> ext(pad);
+#pragma unroll
+    for (int i = 0; i < NRAW; i++)
+      if (tid + i * NT < nvec) ext.add(raw[i]);
     if (ASYNC) {
 #pragma unroll
       for (int i = S0; i < S0 + VS; i++)
-        if (tid + i * NT < nvec) {
-          const float4 q = es4[(i - S0) * NH * NT + tid];
-          xext = POS ? fmaxf(fmaxf(xext, q.x), fmaxf(fmaxf(q.y, q.z), q.w))
-                     : fminf(fminf(xext, q.x), fminf(fminf(q.y, q.z), q.w));
-        }
+        if (tid + i * NT < nvec) ext.add(esraw(i));
     }
+    const float xext = ext.get();
     mt = xext * s;  // -inf where there are no columns (x_ext = pad) or every z is -inf
     const float msafe = mt == -INFINITY ? 0.f : mt;
     float c = mt == -INFINITY ? 0.f : xext * sl2e;
@@ -346,15 +359,7 @@ __device__ __forceinline__ void ce_reg_body(const Params &p) {
         if (vi < nvec) {
           const int j0 = vi * NV;
           float x[NV];
-          if (ASYNC && i >= S0) {
-            const float4 q = es4[(i - S0) * NH * NT + tid];  // NV = 4
-            x[0] = q.x;
-            x[1] = q.y;
-            x[2] = q.z;
-            x[3] = q.w;
-          } else {
-            Vec<T>::cvt(raw[i], x);
-          }
+          Vec<T>::cvt(ASYNC && i >= S0 ? esraw(i) : raw[i < NRAW ? i : 0], x);
 #pragma unroll
           for (int k = 0; k < NV; k++) {
             if (ONE) {
