@@ -289,8 +289,7 @@ __device__ __forceinline__ void ce_reg_body(const Params &p) {
     const int vi = tid + i * NT;
     if (vi < nvec) {
       const int nvalid = min(NV, clen - vi * NV);
-      raw[i] = xal && nvalid == NV ? ld_stream(xc + (int64_t)vi * NV)
-                                        : ld_part<T>(xc + (int64_t)vi * NV, nvalid, pad);
+      raw[i] = xal && nvalid == NV ? ld_stream(xc + (int64_t)vi * NV) : ld_part<T>(xc + (int64_t)vi * NV, nvalid, pad);
     }
   }
 #ifdef GS_CE_CLUSTERS
@@ -319,7 +318,7 @@ __device__ __forceinline__ void ce_reg_body(const Params &p) {
   //
   // e = 2^(x s log2 e - c) in one FMA, c = x_ext sl2e rounded (x_ext: the
   // extreme logit), instead of 2^((x s - m_t) log2 e) in two: c's rounding
-  // (up to half an ulp of |m_t| log2 e, 4e-6 at m_t = 100) and m_t's are the
+  // (up to half an ulp of |m_t| log2 e, 8e-6 at m_t = 100) and m_t's are the
   // same for every e of the thread, so its sums and its gradient factor take
   // them back exactly, as corr = 2^((x_ext s - m_t) log2 e - (x_ext sl2e -
   // c)), both residuals exact by FMA. What stays is sl2e's rounding, a
