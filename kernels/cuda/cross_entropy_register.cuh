@@ -188,8 +188,6 @@ __device__ __forceinline__ void ce_reg_body(const Params &p) {
   constexpr int S0 = ASYNC ? VR : 0, E0 = ASYNC ? 0 : VS, NRAW = ASYNC ? VR : VT;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   float4 *const es4 = reinterpret_cast<float4 *>(smem_raw);  // e of vector i: es4[((i - S0) NH + h) NT + tid]
-  // ASYNC: vector i's logits, loaded into its first e slot, until its e replace them.
-  auto esraw = [&](int i) { return reinterpret_cast<const uint4 *>(es4)[(i - S0) * NH * NT + threadIdx.x]; };
   __shared__ float wred[4][NW];
 #ifdef GS_CE_CLUSTERS
   __shared__ __align__(16) RegPartial parts[kRegMaxCluster];  // pushed by the cluster's CTAs
@@ -207,6 +205,8 @@ __device__ __forceinline__ void ce_reg_body(const Params &p) {
   const int K = cluster_size<CL>();
   const int rank = cluster_rank<CL>();
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  // ASYNC: vector i's logits, loaded into its first e slot, until its e replace them.
+  auto raw_slot = [&](int i) { return reinterpret_cast<uint4 *>(es4) + (i - S0) * NH * NT + tid; };
   const int64_t row = blockIdx.x / K;  // one cluster per row
   const int64_t c0 = (int64_t)rank * p.chunk;
   const int clen = (int)max((int64_t)0, min(p.chunk, p.v - c0));
@@ -273,13 +273,9 @@ __device__ __forceinline__ void ce_reg_body(const Params &p) {
       const int vi = tid + i * NT;
       if (vi < nvec) {
         const int nvalid = min(NV, clen - vi * NV);
-        float4 *const dst = &es4[(i - S0) * NH * NT + tid];
-        if (xal && nvalid == NV) {
-          cp_async16(smem_addr(dst), xc + (int64_t)vi * NV);
-        } else {
-          const uint4 u = ld_part<T>(xc + (int64_t)vi * NV, nvalid, pad);
-          *dst = make_float4(__uint_as_float(u.x), __uint_as_float(u.y), __uint_as_float(u.z), __uint_as_float(u.w));
-        }
+        uint4 *const dst = raw_slot(i);
+        if (xal && nvalid == NV) cp_async16(smem_addr(dst), xc + (int64_t)vi * NV);
+        else *dst = ld_part<T>(xc + (int64_t)vi * NV, nvalid, pad);
       }
     }
     cp_async_commit();
@@ -340,12 +336,12 @@ __device__ __forceinline__ void ce_reg_body(const Params &p) {
     if (ASYNC) {
 #pragma unroll
       for (int i = S0; i < S0 + VS; i++)
-        if (tid + i * NT < nvec) ext.add(esraw(i));
+        if (tid + i * NT < nvec) ext.add(*raw_slot(i));
     }
     const float xext = ext.get();
     mt = xext * s;  // -inf where there are no columns (x_ext = pad) or every z is -inf
     const float msafe = mt == -INFINITY ? 0.f : mt;
-    float c = mt == -INFINITY ? 0.f : xext * sl2e;
+    const float c = mt == -INFINITY ? 0.f : xext * sl2e;
     const bool one_fma = !SM && (fabsf(c) < 0x1p22f || !isfinite(mt));
     if (one_fma && isfinite(mt)) corr = ex2(fmaf(fmaf(xext, s, -mt), kLog2e, -fmaf(xext, sl2e, -c)));
     float s0 = 0.f, s1 = 0.f;
@@ -358,7 +354,7 @@ __device__ __forceinline__ void ce_reg_body(const Params &p) {
         if (vi < nvec) {
           const int j0 = vi * NV;
           float x[NV];
-          Vec<T>::cvt(ASYNC && i >= S0 ? esraw(i) : raw[i < NRAW ? i : 0], x);
+          Vec<T>::cvt(ASYNC && i >= S0 ? *raw_slot(i) : raw[i < NRAW ? i : 0], x);
 #pragma unroll
           for (int k = 0; k < NV; k++) {
             if (ONE) {
